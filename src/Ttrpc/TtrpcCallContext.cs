@@ -1,0 +1,68 @@
+namespace ShimV2.Ttrpc;
+
+/// <summary>What a server handler knows about the call it serves.</summary>
+public sealed class TtrpcCallContext
+{
+    private readonly CancellationTokenSource? _deadlineSource;
+
+    /// <summary>A context for calling a handler directly (tests, in-process dispatch).</summary>
+    /// <param name="deadline">When the call expires; the token is not cancelled by it (pass one that is).</param>
+    public TtrpcCallContext(
+        string service,
+        string method,
+        IReadOnlyList<KeyValuePair<string, string>>? metadata = null,
+        DateTimeOffset? deadline = null,
+        CancellationToken cancellationToken = default)
+    {
+        Service = service;
+        Method = method;
+        Metadata = metadata ?? [];
+        Deadline = deadline;
+        CancellationToken = cancellationToken;
+    }
+
+    internal TtrpcCallContext(
+        string service,
+        string method,
+        IReadOnlyList<KeyValuePair<string, string>> metadata,
+        DateTimeOffset? deadline,
+        CancellationTokenSource? deadlineSource,
+        CancellationToken cancellationToken)
+        : this(service, method, metadata, deadline, cancellationToken)
+    {
+        _deadlineSource = deadlineSource;
+    }
+
+    /// <summary>The full service name, e.g. <c>containerd.task.v2.Task</c>.</summary>
+    public string Service { get; }
+
+    /// <summary>The method name, e.g. <c>Create</c>.</summary>
+    public string Method { get; }
+
+    /// <summary>Request metadata in wire order (keys may repeat).</summary>
+    public IReadOnlyList<KeyValuePair<string, string>> Metadata { get; }
+
+    /// <summary>From <c>Request.timeout_nano</c> (0 = none), measured from when the request was read.</summary>
+    public DateTimeOffset? Deadline { get; }
+
+    /// <summary>Cancelled at the deadline, when the connection closes, or on forced shutdown.</summary>
+    public CancellationToken CancellationToken { get; }
+
+    /// <summary>True once the call's deadline has passed.</summary>
+    public bool IsDeadlineExceeded =>
+        _deadlineSource?.IsCancellationRequested == true || (Deadline is { } d && DateTimeOffset.UtcNow >= d);
+
+    /// <summary>The first value of a metadata key (compared case-insensitively, as ttrpc's MD), or null.</summary>
+    public string? GetMetadata(string key)
+    {
+        foreach (var pair in Metadata)
+        {
+            if (string.Equals(pair.Key, key, StringComparison.OrdinalIgnoreCase))
+            {
+                return pair.Value;
+            }
+        }
+
+        return null;
+    }
+}
