@@ -1,0 +1,87 @@
+using System.Text.Json;
+
+namespace ShimV2.Shim.Bundle;
+
+/// <summary>What the shim itself needs from a bundle's config.json; the full spec goes to the guest as-is.</summary>
+public sealed class BundleSpec
+{
+    public const string SandboxIdAnnotation = "io.kubernetes.cri.sandbox-id";
+    public const string ContainerTypeAnnotation = "io.kubernetes.cri.container-type";
+
+    private BundleSpec(byte[] json, IReadOnlyDictionary<string, string> annotations, string? hostname, bool terminal)
+    {
+        Json = json;
+        Annotations = annotations;
+        Hostname = hostname;
+        Terminal = terminal;
+    }
+
+    /// <summary>The raw config.json bytes.</summary>
+    public byte[] Json { get; }
+
+    public IReadOnlyDictionary<string, string> Annotations { get; }
+
+    public string? Hostname { get; }
+
+    public bool Terminal { get; }
+
+    /// <summary>The id of the sandbox (pod) this container belongs to: CRI's annotation, else its own id.</summary>
+    public string SandboxId(string containerId) =>
+        Annotations.TryGetValue(SandboxIdAnnotation, out var sandboxId) && sandboxId.Length > 0 ? sandboxId : containerId;
+
+    /// <summary>Whether this container is the pod's sandbox (or a standalone container, as with ctr).</summary>
+    public bool IsSandbox(string containerId) => SandboxId(containerId) == containerId;
+
+    public static BundleSpec Load(string bundle)
+    {
+        var path = Path.Combine(bundle, "config.json");
+        byte[] json;
+        try
+        {
+            json = File.ReadAllBytes(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new BundleException($"cannot read {path}: {e.Message}");
+        }
+
+        return Parse(json, path);
+    }
+
+    public static BundleSpec Parse(byte[] json, string source)
+    {
+        try
+        {
+            using var document = JsonDocument.Parse(json);
+            var root = document.RootElement;
+            if (root.ValueKind != JsonValueKind.Object)
+            {
+                throw new BundleException($"invalid OCI spec {source}: not a JSON object");
+            }
+
+            var annotations = new Dictionary<string, string>(StringComparer.Ordinal);
+            if (root.TryGetProperty("annotations", out var a) && a.ValueKind == JsonValueKind.Object)
+            {
+                foreach (var property in a.EnumerateObject())
+                {
+                    if (property.Value.ValueKind == JsonValueKind.String)
+                    {
+                        annotations[property.Name] = property.Value.GetString()!;
+                    }
+                }
+            }
+
+            string? hostname = root.TryGetProperty("hostname", out var h) && h.ValueKind == JsonValueKind.String ? h.GetString() : null;
+            var terminal = root.TryGetProperty("process", out var p) && p.ValueKind == JsonValueKind.Object
+                && p.TryGetProperty("terminal", out var t) && t.ValueKind == JsonValueKind.True;
+            return new BundleSpec(json, annotations, string.IsNullOrEmpty(hostname) ? null : hostname, terminal);
+        }
+        catch (JsonException e)
+        {
+            throw new BundleException($"invalid OCI spec {source}: {e.Message}");
+        }
+    }
+}
+
+/// <summary>A bundle that cannot be used; the message is for the user.</summary>
+public sealed class BundleException(string message) : Exception(message);

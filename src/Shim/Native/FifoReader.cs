@@ -1,0 +1,156 @@
+using System.Runtime.InteropServices;
+
+namespace ShimV2.Shim.Native;
+
+/// <summary>
+/// Reads a FIFO without ever blocking in open(2) or read(2), so teardown can always stop it: the FIFO is opened
+/// O_NONBLOCK and waited on with poll(2) next to a wake pipe. End of stream is reported only after a writer
+/// came and went (Linux reports POLLHUP only then), matching containerd's fifo package.
+/// </summary>
+internal sealed partial class FifoReader : IDisposable
+{
+    private const int O_RDONLY = 0;
+    private const int O_NONBLOCK = 0x800;
+    private const int O_CLOEXEC = 0x80000;
+    private const short POLLIN = 0x1;
+    private const short POLLHUP = 0x10;
+    private const short POLLERR = 0x8;
+    private const int EAGAIN = 11;
+    private const int EINTR = 4;
+
+    private readonly int _fd;
+    private readonly int[] _wake = new int[2];
+    private int _disposed;
+    private bool _woken;
+
+    public FifoReader(string path)
+    {
+        _fd = Open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        if (_fd < 0)
+        {
+            throw new IOException($"open {path}: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+        }
+
+        if (Pipe2(_wake, O_CLOEXEC | O_NONBLOCK) != 0)
+        {
+            Close(_fd);
+            throw new IOException($"pipe2: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+        }
+    }
+
+    /// <summary>Blocks until data (returns its length), end of stream (0), or Dispose (0).</summary>
+    public unsafe int Read(Span<byte> buffer)
+    {
+        Span<PollFd> fds = stackalloc PollFd[2];
+        while (Volatile.Read(ref _disposed) == 0)
+        {
+            fds[0] = new PollFd { Fd = _fd, Events = POLLIN };
+            fds[1] = new PollFd { Fd = _wake[0], Events = POLLIN };
+            int ready;
+            fixed (PollFd* p = fds)
+            {
+                ready = Poll(p, 2, -1);
+            }
+
+            if (ready < 0)
+            {
+                if (Marshal.GetLastPInvokeError() == EINTR)
+                {
+                    continue;
+                }
+
+                throw new IOException($"poll: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+            }
+
+            if (fds[1].Revents != 0 || Volatile.Read(ref _woken))
+            {
+                return 0;
+            }
+
+            if ((fds[0].Revents & (POLLIN | POLLHUP | POLLERR)) == 0)
+            {
+                continue;
+            }
+
+            nint n;
+            fixed (byte* b = buffer)
+            {
+                n = ReadNative(_fd, b, (nuint)buffer.Length);
+            }
+
+            if (n > 0)
+            {
+                return (int)n;
+            }
+
+            if (n == 0 && (fds[0].Revents & POLLHUP) != 0)
+            {
+                return 0;
+            }
+
+            var errno = n < 0 ? Marshal.GetLastPInvokeError() : EAGAIN;
+            if (errno is not (EAGAIN or EINTR))
+            {
+                throw new IOException($"read: {Marshal.GetPInvokeErrorMessage(errno)}");
+            }
+        }
+
+        return 0;
+    }
+
+    /// <summary>Makes a blocked or later Read return 0; safe from any thread, before or after Dispose.</summary>
+    public unsafe void Wake()
+    {
+        lock (_wake)
+        {
+            if (_disposed == 0 && !_woken)
+            {
+                _woken = true;
+                byte one = 1;
+                _ = WriteNative(_wake[1], &one, 1);
+            }
+        }
+    }
+
+    /// <summary>Releases the descriptors; called by the thread that reads, once it has stopped reading.</summary>
+    public void Dispose()
+    {
+        lock (_wake)
+        {
+            if (Interlocked.Exchange(ref _disposed, 1) == 1)
+            {
+                return;
+            }
+
+            Close(_fd);
+            Close(_wake[0]);
+            Close(_wake[1]);
+        }
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short Revents;
+    }
+
+    [LibraryImport("libc", EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Open(string path, int flags);
+
+    [LibraryImport("libc", EntryPoint = "pipe2", SetLastError = true)]
+    private static partial int Pipe2(int[] fds, int flags);
+
+    [LibraryImport("libc", EntryPoint = "poll", SetLastError = true)]
+    private static unsafe partial int Poll(PollFd* fds, nuint count, int timeout);
+
+    [LibraryImport("libc", EntryPoint = "read", SetLastError = true)]
+    private static unsafe partial nint ReadNative(int fd, byte* buffer, nuint count);
+
+    [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
+    private static unsafe partial nint WriteNative(int fd, byte* buffer, nuint count);
+
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    private static partial int Close(int fd);
+}

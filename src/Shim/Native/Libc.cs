@@ -1,0 +1,58 @@
+using System.Runtime.InteropServices;
+
+namespace ShimV2.Shim.Native;
+
+/// <summary>The few libc calls .NET has no API for: mounts and signals.</summary>
+internal static partial class Libc
+{
+    public const int EINVAL = 22;
+    public const int ENOENT = 2;
+    public const int EBUSY = 16;
+    public const int ESRCH = 3;
+
+    public const ulong MS_RDONLY = 1;
+    public const ulong MS_REMOUNT = 32;
+    public const ulong MS_BIND = 4096;
+    public const ulong MS_REC = 16384;
+
+    public const int MNT_DETACH = 2;
+
+    [LibraryImport("libc", EntryPoint = "mount", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int MountNative(string source, string target, string? fstype, ulong flags, string? data);
+
+    [LibraryImport("libc", EntryPoint = "umount2", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Umount2Native(string target, int flags);
+
+    [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static partial int KillNative(int pid, int signal);
+
+    public static void Mount(string source, string target, string? fstype, ulong flags, string? data)
+    {
+        if (MountNative(source, target, fstype, flags, data) != 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            throw new IOException($"mount {fstype ?? "bind"} {source} on {target}: {Marshal.GetPInvokeErrorMessage(errno)}");
+        }
+    }
+
+    /// <summary>Unmounts; returns false when nothing was mounted there.</summary>
+    public static bool Unmount(string target, int flags = 0)
+    {
+        if (Umount2Native(target, flags) == 0)
+        {
+            return true;
+        }
+
+        var errno = Marshal.GetLastPInvokeError();
+        if (errno is EINVAL or ENOENT)
+        {
+            return false;
+        }
+
+        throw new IOException($"unmount {target}: {Marshal.GetPInvokeErrorMessage(errno)}");
+    }
+
+    public static bool Kill(int pid, int signal) => KillNative(pid, signal) == 0;
+
+    public static bool IsAlive(int pid) => pid > 0 && (KillNative(pid, 0) == 0 || Marshal.GetLastPInvokeError() != ESRCH);
+}

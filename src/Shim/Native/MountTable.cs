@@ -1,0 +1,52 @@
+namespace ShimV2.Shim.Native;
+
+/// <summary>Reads /proc/self/mountinfo, so cleanup can find what is still mounted under a directory.</summary>
+internal static class MountTable
+{
+    public static IReadOnlyList<string> MountPointsUnder(string directory)
+    {
+        var prefix = Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory));
+        var result = new List<string>();
+        foreach (var line in File.ReadLines("/proc/self/mountinfo"))
+        {
+            var fields = line.Split(' ');
+            if (fields.Length < 5)
+            {
+                continue;
+            }
+
+            var mountPoint = Unescape(fields[4]);
+            if (mountPoint == prefix || mountPoint.StartsWith(prefix + "/", StringComparison.Ordinal))
+            {
+                result.Add(mountPoint);
+            }
+        }
+
+        // Deepest first, so children are unmounted before their parents.
+        result.Sort((a, b) => b.Length.CompareTo(a.Length));
+        return result;
+    }
+
+    /// <summary>Unmounts everything at or below the directory, deepest first.</summary>
+    public static void UnmountAllUnder(string directory)
+    {
+        foreach (var mountPoint in MountPointsUnder(directory))
+        {
+            try
+            {
+                Libc.Unmount(mountPoint);
+            }
+            catch (IOException)
+            {
+                // A busy mount is detached instead, so teardown never leaves it behind.
+                Libc.Unmount(mountPoint, Libc.MNT_DETACH);
+            }
+        }
+    }
+
+    private static string Unescape(string field) =>
+        field.Replace("\\040", " ", StringComparison.Ordinal)
+            .Replace("\\011", "\t", StringComparison.Ordinal)
+            .Replace("\\012", "\n", StringComparison.Ordinal)
+            .Replace("\\134", "\\", StringComparison.Ordinal);
+}

@@ -1,0 +1,34 @@
+using ShimV2.Agent.Protocol;
+
+namespace ShimV2.Shim.Sandbox;
+
+/// <summary>A running pod VM with its agent connection, as the task service sees it.</summary>
+public interface ISandbox : IAsyncDisposable
+{
+    string Id { get; }
+
+    SandboxPaths Paths { get; }
+
+    /// <summary>The pid reported to containerd for every task: the hypervisor's, as Kata does.</summary>
+    int Pid { get; }
+
+    AgentClient Agent { get; }
+
+    /// <summary>Completes when the VM is gone (QEMU exited or was stopped).</summary>
+    Task Exited { get; }
+
+    /// <summary>Freezes / thaws the whole VM (QMP stop/cont).</summary>
+    Task PauseVmAsync(CancellationToken cancellationToken);
+
+    Task ResumeVmAsync(CancellationToken cancellationToken);
+
+    /// <summary>Stops the VM and removes the sandbox's host state; idempotent.</summary>
+    Task StopAsync(CancellationToken cancellationToken);
+}
+
+public sealed record SandboxLaunchRequest(string SandboxId, string ConfigPath, string Hostname);
+
+public interface ISandboxLauncher
+{
+    Task<ISandbox> LaunchAsync(SandboxLaunchRequest request, CancellationToken cancellationToken);
+}

@@ -1,0 +1,198 @@
+using Microsoft.Extensions.Logging;
+using ShimV2.Agent.Protocol;
+using ShimV2.Hypervisor;
+using ShimV2.Shim.Native;
+using ShimV2.Ttrpc;
+
+namespace ShimV2.Shim.Sandbox;
+
+/// <summary>A pod VM: one QEMU, its agent connection, and the sandbox's host directories.</summary>
+public sealed partial class QemuSandbox : ISandbox
+{
+    private readonly QemuVm _vm;
+    private readonly TtrpcClient _connection;
+    private readonly ILogger _logger;
+    private int _stopped;
+
+    private QemuSandbox(string id, SandboxPaths paths, QemuVm vm, TtrpcClient connection, ILogger logger)
+    {
+        Id = id;
+        Paths = paths;
+        _vm = vm;
+        _connection = connection;
+        _logger = logger;
+        Agent = new AgentClient(connection);
+    }
+
+    public string Id { get; }
+
+    public SandboxPaths Paths { get; }
+
+    public int Pid => _vm.Pid;
+
+    public AgentClient Agent { get; }
+
+    public Task Exited => _vm.Exited;
+
+    public Task PauseVmAsync(CancellationToken cancellationToken) => _vm.PauseAsync(cancellationToken);
+
+    public Task ResumeVmAsync(CancellationToken cancellationToken) => _vm.ResumeAsync(cancellationToken);
+
+    internal static async Task<QemuSandbox> LaunchAsync(
+        SandboxLaunchRequest request, HypervisorConfig config, ILoggerFactory loggerFactory, CancellationToken cancellationToken)
+    {
+        var logger = loggerFactory.CreateLogger<QemuSandbox>();
+        var paths = new SandboxPaths(request.SandboxId);
+        Directory.CreateDirectory(paths.VmDirectory);
+        Directory.CreateDirectory(paths.SharedDirectory);
+        QemuVm? vm = null;
+        TtrpcClient? connection = null;
+        try
+        {
+            var spec = new VmSpec
+            {
+                SandboxId = request.SandboxId,
+                WorkDirectory = paths.VmDirectory,
+                Config = config,
+                SharedDirectory = paths.SharedDirectory,
+                ShareMountTag = SandboxPaths.ShareMountTag,
+            };
+            vm = await QemuVm.StartAsync(spec, loggerFactory, cancellationToken);
+            LogVmStarted(logger, request.SandboxId, vm.Pid, vm.AgentTransport.ToString());
+
+            using var boot = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            boot.CancelAfter(TimeSpan.FromSeconds(Math.Max(5, config.BootTimeoutSeconds)));
+            var stream = await vm.ConnectAgentAsync(boot.Token);
+            connection = new TtrpcClient(stream, loggerFactory.CreateLogger<TtrpcClient>());
+            var agent = new AgentClient(connection);
+            var check = agent.CheckAsync(new ShimV2.Agent.Protocol.V1.CheckRequest(), null, boot.Token);
+            var first = await Task.WhenAny(check, vm.Exited, Task.Delay(Timeout.Infinite, boot.Token));
+            if (first == vm.Exited)
+            {
+                throw new SandboxException($"VM exited while booting; console log: {paths.VmDirectory}/console.log{ConsoleTail(vm)}");
+            }
+
+            if (first != check)
+            {
+                throw new SandboxException(
+                    $"guest agent did not answer within {config.BootTimeoutSeconds}s; console log: {vm.ConsoleLogPath}{ConsoleTail(vm)}");
+            }
+
+            var health = await check;
+            LogAgentReady(logger, request.SandboxId, health.KernelRelease, health.AgentVersion);
+
+            await agent.CreateSandboxAsync(
+                new ShimV2.Agent.Protocol.V1.CreateSandboxRequest
+                {
+                    SandboxId = request.SandboxId,
+                    Hostname = request.Hostname,
+                    ShareMountTag = SandboxPaths.ShareMountTag,
+                    ShareFstype = "9p",
+                    ShareGuestPath = SandboxPaths.GuestSharePath,
+                },
+                null,
+                boot.Token);
+            return new QemuSandbox(request.SandboxId, paths, vm, connection, logger);
+        }
+        catch (Exception e)
+        {
+            LogLaunchFailed(logger, request.SandboxId, e.Message);
+            if (connection is not null)
+            {
+                await connection.DisposeAsync();
+            }
+
+            if (vm is not null)
+            {
+                await vm.DisposeAsync();
+            }
+
+            RemoveHostState(paths);
+            if (e is OperationCanceledException && !cancellationToken.IsCancellationRequested)
+            {
+                throw new SandboxException($"guest agent did not answer within {config.BootTimeoutSeconds}s");
+            }
+
+            throw;
+        }
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (Interlocked.Exchange(ref _stopped, 1) == 1)
+        {
+            return;
+        }
+
+        try
+        {
+            using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            bounded.CancelAfter(TimeSpan.FromSeconds(2));
+            await Agent.DestroySandboxAsync(new ShimV2.Agent.Protocol.V1.DestroySandboxRequest(), null, bounded.Token);
+        }
+        catch (Exception e) when (e is TtrpcException or OperationCanceledException)
+        {
+            LogAgentGone(_logger, Id, e.Message);
+        }
+
+        await _connection.DisposeAsync();
+        await _vm.StopAsync(TimeSpan.FromSeconds(3), cancellationToken);
+        RemoveHostState(Paths);
+        LogVmStopped(_logger, Id);
+    }
+
+    public async ValueTask DisposeAsync() => await StopAsync(CancellationToken.None);
+
+    /// <summary>Unmounts whatever is left in the share and removes the sandbox directory.</summary>
+    internal static void RemoveHostState(SandboxPaths paths)
+    {
+        if (!Directory.Exists(paths.Root))
+        {
+            return;
+        }
+
+        MountTable.UnmountAllUnder(paths.Root);
+        Directory.Delete(paths.Root, recursive: true);
+    }
+
+    private static string ConsoleTail(QemuVm vm)
+    {
+        try
+        {
+            var lines = File.ReadLines(vm.ConsoleLogPath).Where(l => l.Trim().Length > 0).TakeLast(1).ToList();
+            return lines.Count == 0 ? string.Empty : $" (last line: {lines[0].Trim()})";
+        }
+        catch (IOException)
+        {
+            return string.Empty;
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId}: QEMU started, pid {Pid}, agent over {Transport}")]
+    private static partial void LogVmStarted(ILogger logger, string sandboxId, int pid, string transport);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId}: agent {AgentVersion} ready, guest kernel {Kernel}")]
+    private static partial void LogAgentReady(ILogger logger, string sandboxId, string kernel, string agentVersion);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "sandbox {SandboxId}: launch failed: {Reason}")]
+    private static partial void LogLaunchFailed(ILogger logger, string sandboxId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId}: agent did not take DestroySandbox: {Reason}")]
+    private static partial void LogAgentGone(ILogger logger, string sandboxId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId}: VM stopped, host state removed")]
+    private static partial void LogVmStopped(ILogger logger, string sandboxId);
+}
+
+/// <summary>A sandbox that could not be started; the message is one line for the user.</summary>
+public sealed class SandboxException(string message) : Exception(message);
+
+/// <summary>Loads the hypervisor config and launches QEMU sandboxes.</summary>
+public sealed class QemuSandboxLauncher(ILoggerFactory loggerFactory) : ISandboxLauncher
+{
+    public async Task<ISandbox> LaunchAsync(SandboxLaunchRequest request, CancellationToken cancellationToken)
+    {
+        var config = HypervisorConfigLoader.Load(request.ConfigPath);
+        return await QemuSandbox.LaunchAsync(request, config, loggerFactory, cancellationToken);
+    }
+}

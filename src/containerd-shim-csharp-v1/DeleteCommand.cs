@@ -1,0 +1,47 @@
+using Containerd.Task.V2;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using ShimV2.Shim.Bundle;
+using ShimV2.Shim.Sandbox;
+
+namespace ShimV2.Cli;
+
+/// <summary>
+/// `delete`: containerd runs it after every connection close and when a shim is lost. It cleans only its own id,
+/// tolerates missing state, never removes the bundle, and answers with a DeleteResponse on stdout.
+/// </summary>
+internal static class DeleteCommand
+{
+    public static int Run(ShimFlags flags)
+    {
+        try
+        {
+            BundleSpec? spec = null;
+            try
+            {
+                spec = BundleSpec.Load(flags.Bundle);
+            }
+            catch (BundleException)
+            {
+                // The bundle may be half gone already; clean what can be found by id.
+            }
+
+            var sandboxId = spec?.SandboxId(flags.Id) ?? flags.Id;
+            var daemonAlive = ShimSocket.Accepts(ShimSocket.PathFor(flags.Address, flags.Namespace, sandboxId));
+            SandboxCleanup.CleanContainer(new SandboxPaths(sandboxId), flags.Id, daemonAlive);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            Console.Error.WriteLine($"containerd-shim-csharp-v1 delete: {e.Message}");
+        }
+
+        var response = new DeleteResponse
+        {
+            ExitedAt = Timestamp.FromDateTime(DateTime.UtcNow),
+            ExitStatus = 128 + 9,
+        };
+        using var stdout = Console.OpenStandardOutput();
+        response.WriteTo(stdout);
+        return 0;
+    }
+}

@@ -1,0 +1,98 @@
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+
+namespace ShimV2.Cli;
+
+/// <summary>The shim's listening socket, named as runc's shim names it so one pod shares one shim.</summary>
+internal static class ShimSocket
+{
+    public const string SocketDirectory = "/run/containerd/s";
+
+    /// <summary>/run/containerd/s/&lt;sha256(path.Join(address, ns, group))&gt;.</summary>
+    public static string PathFor(string containerdAddress, string ns, string groupId)
+    {
+        var joined = JoinClean(ShimFlags.StripUnix(containerdAddress), ns, groupId);
+        var hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(joined)));
+        return Path.Combine(Environment.GetEnvironmentVariable("CSHARP_SHIM_SOCKET_DIR") ?? SocketDirectory, hash);
+    }
+
+    public static string Address(string path) => "unix://" + path;
+
+    /// <summary>Whether a live shim already serves this socket.</summary>
+    public static bool Accepts(string path)
+    {
+        if (!File.Exists(path))
+        {
+            return false;
+        }
+
+        try
+        {
+            using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            probe.Connect(new UnixDomainSocketEndPoint(path));
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Binds and listens (mode 0600), replacing a stale socket file.</summary>
+    public static Socket Listen(string path)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        if (File.Exists(path))
+        {
+            File.Delete(path);
+        }
+
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            socket.Bind(new UnixDomainSocketEndPoint(path));
+            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            socket.Listen(128);
+            return socket;
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Go's path.Join: joins with '/' and cleans the result.</summary>
+    internal static string JoinClean(params string[] parts)
+    {
+        var absolute = parts.Length > 0 && parts[0].StartsWith('/');
+        var stack = new List<string>();
+        foreach (var segment in string.Join('/', parts).Split('/'))
+        {
+            if (segment.Length == 0 || segment == ".")
+            {
+                continue;
+            }
+
+            if (segment == "..")
+            {
+                if (stack.Count > 0 && stack[^1] != "..")
+                {
+                    stack.RemoveAt(stack.Count - 1);
+                }
+                else if (!absolute)
+                {
+                    stack.Add(segment);
+                }
+
+                continue;
+            }
+
+            stack.Add(segment);
+        }
+
+        var joined = string.Join('/', stack);
+        return absolute ? "/" + joined : joined.Length == 0 ? "." : joined;
+    }
+}
