@@ -1,0 +1,339 @@
+#!/usr/bin/env bash
+# Builds the guest VM image of the csharp runtime:
+#   OUTDIR/vmlinuz        the Debian kernel (/boot/vmlinuz-<ver>)
+#   OUTDIR/initrd.img     gzip'd newc cpio: busybox, /init, csharp-agent, csharp-nsexec, glibc, modules
+#   OUTDIR/image.manifest the hash of every input; a rebuild is skipped while it matches
+#
+# Usage: guest-agent/image/build.sh OUTDIR
+#
+# Environment overrides:
+#   AGENT_BIN=/path        use this agent executable instead of `dotnet publish` of GuestAgent.csproj
+#   NSEXEC_BIN=/path       use this csharp-nsexec instead of `make -C guest-agent/native`
+#   NSEXEC_BIN=none        ship no csharp-nsexec (only for stand-in images)
+#   KERNEL_VERSION=<ver>   use /boot/vmlinuz-<ver> and /lib/modules/<ver> (default: newest installed)
+#   EXTRA_MODULES="a b"    more kernel modules to ship and load at boot (after the default list)
+#   EXTRA_LIBS="x y"       more shared libraries (paths or sonames) to ship, e.g. libssl.so.3
+#   SOURCE_DATE_EPOCH=N    mtime of every file in the initramfs (default 0)
+#   FORCE=1                rebuild even when image.manifest matches
+set -euo pipefail
+
+usage() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; }
+log() { echo "build.sh: $*" >&2; }
+die() { echo "build.sh: error: $*" >&2; exit 1; }
+
+[[ $# -eq 1 && $1 != -h && $1 != --help ]] || { usage >&2; exit 2; }
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
+mkdir -p "$1"
+OUTDIR=$(cd "$1" && pwd)
+
+AGENT_CSPROJ=$REPO_ROOT/guest-agent/src/GuestAgent/GuestAgent.csproj
+NATIVE_DIR=$REPO_ROOT/guest-agent/native
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
+EXTRA_MODULES=${EXTRA_MODULES:-}
+EXTRA_LIBS=${EXTRA_LIBS:-}
+AGENT_BIN=${AGENT_BIN:-}
+NSEXEC_BIN=${NSEXEC_BIN:-}
+LIBDIR=lib/x86_64-linux-gnu
+
+# Loaded by /init in this order (modprobe pulls in dependencies). virtio_blk and virtio_net are not
+# needed by the agent itself but are what block-device rootfs and pod networking will need.
+MODULES=(
+	virtio_pci virtio_pci_modern_dev virtio_pci_legacy_dev
+	virtio_console virtio_rng
+	9pnet 9pnet_virtio 9p
+	overlay
+	vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport vsock_loopback
+	fuse virtiofs
+	virtio_blk virtio_net
+)
+# shellcheck disable=SC2206
+MODULES+=($EXTRA_MODULES)
+
+# What the .NET single-file host needs from glibc/gcc, whatever ldd says.
+BASE_LIBS=(ld-linux-x86-64.so.2 libc.so.6 libm.so.6 libdl.so.2 libpthread.so.0 librt.so.1 libgcc_s.so.1 libstdc++.so.6)
+
+umask 022
+export LC_ALL=C
+
+# ---------------------------------------------------------------------------------------------
+# Tools: install what is missing (Debian 12, root).
+dpkg_installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]; }
+
+build_agent=1 build_native=1
+[[ -z $AGENT_BIN ]] || build_agent=0
+[[ -z $NSEXEC_BIN ]] || build_native=0
+
+need=()
+for p in linux-image-amd64 busybox-static cpio kmod gzip; do
+	dpkg_installed "$p" || need+=("$p")
+done
+if ((build_native)); then
+	for p in make gcc libc6-dev; do dpkg_installed "$p" || need+=("$p"); done
+fi
+if ((${#need[@]})); then
+	[[ $EUID -eq 0 ]] || die "missing packages (${need[*]}) and not root"
+	log "installing ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get -q -o DPkg::Lock::Timeout=600 update
+	apt-get -q -y -o DPkg::Lock::Timeout=600 install --no-install-recommends "${need[@]}"
+fi
+
+BUSYBOX=
+for b in /bin/busybox /usr/bin/busybox; do
+	if [[ -x $b ]] && ! ldd "$b" >/dev/null 2>&1; then BUSYBOX=$b; break; fi
+done
+[[ -n $BUSYBOX ]] || die "no statically linked busybox found (busybox-static)"
+
+# ---------------------------------------------------------------------------------------------
+# Kernel: the newest version in /lib/modules that has a matching /boot/vmlinuz.
+KVER=${KERNEL_VERSION:-}
+if [[ -z $KVER ]]; then
+	while read -r v; do
+		if [[ -f /boot/vmlinuz-$v ]]; then KVER=$v; break; fi
+	done < <(find /lib/modules -mindepth 1 -maxdepth 1 -type d -name '*-amd64' -printf '%f\n' | sort -rV)
+fi
+[[ -n $KVER ]] || die "no kernel found: need /lib/modules/<ver> and /boot/vmlinuz-<ver>"
+KERNEL=/boot/vmlinuz-$KVER
+MODDIR=/lib/modules/$KVER
+[[ -f $KERNEL && -d $MODDIR ]] || die "kernel $KVER: $KERNEL or $MODDIR missing"
+
+# Modules and their dependencies (modinfo -F depends, recursively).
+declare -A MOD_FILE=()
+MOD_MISSING=()
+resolve_module() {
+	local m=$1 f dep
+	f=$(modinfo -k "$KVER" -F filename "$m" 2>/dev/null | head -n1) || f=
+	if [[ -z $f ]]; then MOD_MISSING+=("$m"); return; fi
+	[[ $f == "(builtin)" || -n ${MOD_FILE[$f]:-} ]] && return
+	MOD_FILE[$f]=$m
+	local deps
+	deps=$(modinfo -k "$KVER" -F depends "$m" 2>/dev/null | head -n1)
+	for dep in ${deps//,/ }; do resolve_module "$dep"; done
+}
+for m in "${MODULES[@]}"; do resolve_module "$m"; done
+((${#MOD_MISSING[@]} == 0)) || log "warning: kernel $KVER lacks modules: ${MOD_MISSING[*]} (init will skip them)"
+mapfile -t MOD_FILES < <(printf '%s\n' "${!MOD_FILE[@]}" | sort)
+
+# Shared libraries by soname (or path): the first match in the multiarch directories.
+find_lib() {
+	local name=$1 d p
+	if [[ $name == /* ]]; then [[ -e $name ]] && { echo "$name"; return 0; }; return 1; fi
+	for d in /lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu /lib64 /usr/lib64 /lib /usr/lib; do
+		[[ -e $d/$name ]] && { echo "$d/$name"; return 0; }
+	done
+	p=$(ldconfig -p | awk -v n="$name" '$1 == n && /x86-64/ { print $NF; exit }')
+	[[ -n $p ]] && { echo "$p"; return 0; }
+	return 1
+}
+BASE_LIB_PATHS=()
+# shellcheck disable=SC2206
+for l in "${BASE_LIBS[@]}" $EXTRA_LIBS; do
+	p=$(find_lib "$l") || die "shared library $l not found on this machine"
+	BASE_LIB_PATHS+=("$p")
+done
+
+# ---------------------------------------------------------------------------------------------
+# Input hash.
+exec 9>"$OUTDIR/.build.lock"
+flock 9
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/csharp-guest-image.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+hash_tree() { # every file under the given repo dirs, minus build output
+	local d
+	for d in "$@"; do
+		[[ -e $REPO_ROOT/$d ]] || continue
+		find "$REPO_ROOT/$d" \( -path "$OUTDIR" -o -name bin -o -name obj -o -name TestResults -o -name .vs \
+			-o -name '*.swp' \) -prune -o -type f -print
+	done | sort | while read -r f; do
+		printf '%s  repo:%s\n' "$(sha256sum <"$f" | cut -d' ' -f1)" "${f#"$REPO_ROOT"/}"
+	done
+}
+hash_file() { printf '%s  %s\n' "$(sha256sum <"$2" | cut -d' ' -f1)" "$1"; }
+
+{
+	echo "setting kernel-version=$KVER"
+	echo "setting source-date-epoch=$SOURCE_DATE_EPOCH"
+	echo "setting modules=${MODULES[*]}"
+	echo "setting extra-libs=$EXTRA_LIBS"
+	for p in busybox-static libc6 libgcc-s1 libstdc++6 kmod cpio gzip; do
+		echo "package $p=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo none)"
+	done
+	hash_file "$KERNEL" "$KERNEL"
+	hash_file "$BUSYBOX" "$BUSYBOX"
+	for f in "${MOD_FILES[@]}"; do hash_file "$f" "$f"; done
+	for f in "${BASE_LIB_PATHS[@]}"; do hash_file "$f" "$f"; done
+	hash_tree guest-agent/image
+	if ((build_agent)); then
+		echo "setting dotnet-sdk=$(cd "$REPO_ROOT" && dotnet --version 2>/dev/null || echo none)"
+		hash_tree guest-agent/src src/Agent.Protocol src/Ttrpc src/Transport protos/agent
+		for f in "$REPO_ROOT"/Directory.*.props "$REPO_ROOT"/global.json; do
+			if [[ -f $f ]]; then hash_file "repo:${f#"$REPO_ROOT"/}" "$f"; fi
+		done
+	else
+		[[ -f $AGENT_BIN ]] || die "AGENT_BIN=$AGENT_BIN does not exist"
+		hash_file "agent:$AGENT_BIN" "$AGENT_BIN"
+	fi
+	if ((build_native)); then
+		hash_tree guest-agent/native
+	elif [[ $NSEXEC_BIN == none ]]; then
+		echo "setting nsexec=none"
+	else
+		[[ -f $NSEXEC_BIN ]] || die "NSEXEC_BIN=$NSEXEC_BIN does not exist"
+		hash_file "nsexec:$NSEXEC_BIN" "$NSEXEC_BIN"
+	fi
+} >"$WORK/inputs"
+INPUT_HASH=$(sha256sum <"$WORK/inputs" | cut -d' ' -f1)
+
+MANIFEST=$OUTDIR/image.manifest
+output_hash() { sha256sum <"$OUTDIR/$1" | cut -d' ' -f1; }
+if [[ ${FORCE:-0} != 1 && -f $MANIFEST && -f $OUTDIR/vmlinuz && -f $OUTDIR/initrd.img ]] &&
+	grep -qx "input-hash: $INPUT_HASH" "$MANIFEST" &&
+	grep -qx "output $(output_hash vmlinuz)  vmlinuz" "$MANIFEST" &&
+	grep -qx "output $(output_hash initrd.img)  initrd.img" "$MANIFEST"; then
+	echo "guest image up to date ($OUTDIR, input hash ${INPUT_HASH:0:16})"
+	exit 0
+fi
+log "building guest image in $OUTDIR (kernel $KVER, input hash ${INPUT_HASH:0:16})"
+
+# ---------------------------------------------------------------------------------------------
+# The agent and the native helper.
+if ((build_agent)); then
+	[[ -f $AGENT_CSPROJ ]] || die "$AGENT_CSPROJ not found (set AGENT_BIN=/path to use a prebuilt agent)"
+	command -v dotnet >/dev/null || die "dotnet SDK not found (set AGENT_BIN=/path to use a prebuilt agent)"
+	log "dotnet publish $AGENT_CSPROJ"
+	dotnet publish "$AGENT_CSPROJ" -c Release -o "$WORK/agent" --nologo >"$WORK/publish.log" 2>&1 ||
+		{ cat "$WORK/publish.log" >&2; die "dotnet publish failed"; }
+	AGENT_BIN=$WORK/agent/csharp-agent
+	[[ -f $AGENT_BIN ]] || die "dotnet publish produced no $AGENT_BIN"
+fi
+if ((build_native)); then
+	[[ -f $NATIVE_DIR/Makefile ]] || die "$NATIVE_DIR/Makefile not found (set NSEXEC_BIN=/path, or NSEXEC_BIN=none)"
+	log "make -C $NATIVE_DIR"
+	make -s -C "$NATIVE_DIR" OUT="$WORK/native" >&2 || die "building csharp-nsexec failed"
+	NSEXEC_BIN=$WORK/native/csharp-nsexec
+	[[ -f $NSEXEC_BIN ]] || die "make produced no $NSEXEC_BIN"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# The initramfs tree.
+ROOT=$WORK/root
+mkdir -p "$ROOT"
+cd "$ROOT"
+mkdir -p bin sbin usr/bin usr/sbin usr/libexec/csharp-agent etc/csharp-agent "$LIBDIR" lib64 \
+	proc sys sys/fs/cgroup dev run tmp var/tmp root mnt
+chmod 1777 tmp var/tmp
+chmod 0700 root
+ln -s ../run var/run
+
+install -m 0755 "$SCRIPT_DIR/init" init
+install -m 0755 "$BUSYBOX" bin/busybox
+while read -r applet; do
+	case "$applet" in bin/busybox | linuxrc | sbin/init | "") continue ;; esac
+	[[ -e $applet || -L $applet ]] || ln -s /bin/busybox "$applet"
+done < <("$BUSYBOX" --list-full)
+
+install -m 0755 "$AGENT_BIN" usr/bin/csharp-agent
+AGENT_SOS=()
+if ((build_agent)); then
+	# Native libraries the publish left next to the executable (not bundled) must sit beside it.
+	while IFS= read -r -d '' so; do
+		install -m 0644 "$so" "usr/bin/${so##*/}"
+		AGENT_SOS+=("usr/bin/${so##*/}")
+	done < <(find "$WORK/agent" -maxdepth 1 -name '*.so*' -type f -print0)
+fi
+if [[ $NSEXEC_BIN != none ]]; then
+	install -m 0755 "$NSEXEC_BIN" usr/libexec/csharp-agent/csharp-nsexec
+	if ldd "$NSEXEC_BIN" >/dev/null 2>&1; then
+		log "warning: $NSEXEC_BIN is dynamically linked (it should be static); shipping its libraries"
+	fi
+fi
+
+# Shared libraries: the base set, EXTRA_LIBS, and whatever ldd reports for every ELF we ship.
+copy_lib() { # copy_lib SRC NAME
+	local dst=$LIBDIR/$2
+	[[ -e $dst ]] && return 0
+	install -m 0644 "$(readlink -f "$1")" "$dst"
+}
+for p in "${BASE_LIB_PATHS[@]}"; do copy_lib "$p" "${p##*/}"; done
+chmod 0755 "$LIBDIR/ld-linux-x86-64.so.2"
+ln -s "../$LIBDIR/ld-linux-x86-64.so.2" lib64/ld-linux-x86-64.so.2
+ldd_deps() { # print "name path" for each dependency of a dynamic ELF; fail on "not found"
+	local out
+	out=$(ldd "$1" 2>&1) || return 0 # static or not an ELF
+	if grep -q 'not found' <<<"$out"; then
+		echo "$out" >&2
+		die "$1 needs libraries missing on this machine"
+	fi
+	awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 } $1 ~ /^\// { n = $1; sub(/.*\//, "", n); print n, $1 }' <<<"$out"
+}
+scan=(usr/bin/csharp-agent "${AGENT_SOS[@]}" "${BASE_LIB_PATHS[@]}")
+[[ $NSEXEC_BIN == none ]] || scan+=(usr/libexec/csharp-agent/csharp-nsexec)
+for f in "${scan[@]}"; do
+	ldd_deps "$f" >"$WORK/deps"
+	while read -r name path; do copy_lib "$path" "$name"; done <"$WORK/deps"
+done
+
+# Kernel modules with a depmod-generated modules.dep.
+for f in "${MOD_FILES[@]}"; do
+	install -D -m 0644 "$f" "${f#/}"
+done
+for f in modules.order modules.builtin modules.builtin.modinfo; do
+	if [[ -f $MODDIR/$f ]]; then install -m 0644 "$MODDIR/$f" "${MODDIR#/}/$f"; fi
+done
+depmod -b "$ROOT" "$KVER"
+printf '%s\n' "${MODULES[@]}" >etc/csharp-agent/modules
+
+# /etc
+cat >etc/passwd <<'EOF'
+root:x:0:0:root:/root:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/bin/false
+EOF
+cat >etc/group <<'EOF'
+root:x:0:
+tty:x:5:
+nogroup:x:65534:
+EOF
+echo localhost >etc/hostname
+cat >etc/hosts <<'EOF'
+127.0.0.1	localhost
+::1	localhost ip6-localhost ip6-loopback
+EOF
+cat >etc/nsswitch.conf <<'EOF'
+passwd: files
+group: files
+hosts: files dns
+EOF
+ln -s /proc/self/mounts etc/mtab
+
+# Device nodes for the kernel to open the console before /init mounts devtmpfs.
+if ! { mknod -m 0600 dev/console c 5 1 && mknod -m 0666 dev/null c 1 3; }; then
+	log "warning: cannot create device nodes (not root?); /init falls back to /dev/console after devtmpfs"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Archive: sorted entries, fixed mtimes and owners, no gzip name/time.
+find . -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+find . -mindepth 1 -printf '%P\0' | sort -z |
+	cpio --null -o -H newc --reproducible -R 0:0 --quiet | gzip -n -9 >"$WORK/initrd.img"
+cd "$WORK"
+
+install -m 0644 "$KERNEL" "$WORK/vmlinuz"
+{
+	echo "# csharp guest image; rebuilt by guest-agent/image/build.sh when the input hash changes"
+	echo "input-hash: $INPUT_HASH"
+	echo "kernel: $KVER"
+	echo "output $(sha256sum <"$WORK/vmlinuz" | cut -d' ' -f1)  vmlinuz"
+	echo "output $(sha256sum <"$WORK/initrd.img" | cut -d' ' -f1)  initrd.img"
+	echo "# initramfs: $(find "$ROOT" -mindepth 1 | wc -l) entries, $(du -sb "$ROOT" | cut -f1) bytes unpacked"
+	echo "# inputs:"
+	cat "$WORK/inputs"
+} >"$WORK/image.manifest"
+rm -f "$MANIFEST"
+mv -f "$WORK/vmlinuz" "$OUTDIR/vmlinuz"
+mv -f "$WORK/initrd.img" "$OUTDIR/initrd.img"
+mv -f "$WORK/image.manifest" "$MANIFEST"
+log "done: $OUTDIR/vmlinuz, $OUTDIR/initrd.img ($(du -h "$OUTDIR/initrd.img" | cut -f1))"

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Boots the guest image under QEMU and checks what the guest printed on its serial console.
+#
+# Usage: guest-agent/image/test-boot.sh [options]
+#   --agent PATH      agent executable for the image (default: a shell stand-in that prints
+#                     "AGENT-STANDIN <kernel>", mounts the 9p share, and powers off)
+#   --repo-agent      build the image with the repo's agent (dotnet publish) instead of a stand-in
+#   --nsexec PATH     csharp-nsexec for the image (default: the repo build if guest-agent/native has a
+#                     Makefile, else none)
+#   --expect TEXT     text the console must show (repeatable; default AGENT-STANDIN for the stand-in)
+#   --out DIR         image directory (default: /tmp/csharp-guest-test/<agent>; rebuilt only when stale)
+#   --append PARAMS   extra kernel parameters (e.g. csharp.supervise=1, quiet)
+#   --memory MB       guest memory (default 512)
+#   --timeout SEC     QEMU time limit (default 120)
+#   --allow-panic     do not fail on a kernel panic (an exec'd agent that exits makes PID 1 die)
+#   --keep            keep the work directory (console.log, sockets)
+# Exit status 0 when every check passed. The console log is printed on failure.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
+
+AGENT= REPO_AGENT=0 NSEXEC= OUT= APPEND= MEMORY=512 TIMEOUT=120 ALLOW_PANIC=0 KEEP=0
+EXPECT=()
+while (($#)); do
+	case $1 in
+	--agent) AGENT=$2; shift 2 ;;
+	--repo-agent) REPO_AGENT=1; shift ;;
+	--nsexec) NSEXEC=$2; shift 2 ;;
+	--expect) EXPECT+=("$2"); shift 2 ;;
+	--out) OUT=$2; shift 2 ;;
+	--append) APPEND="$APPEND $2"; shift 2 ;;
+	--memory) MEMORY=$2; shift 2 ;;
+	--timeout) TIMEOUT=$2; shift 2 ;;
+	--allow-panic) ALLOW_PANIC=1; shift ;;
+	--keep) KEEP=1; shift ;;
+	-h | --help) sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+	*) echo "test-boot.sh: unknown option $1" >&2; exit 2 ;;
+	esac
+done
+
+if ! command -v qemu-system-x86_64 >/dev/null; then
+	[[ $EUID -eq 0 ]] || { echo "test-boot.sh: qemu-system-x86_64 missing and not root" >&2; exit 1; }
+	DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600 update
+	DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=600 install --no-install-recommends qemu-system-x86
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/csharp-guest-boot.XXXXXX")
+cleanup() { if ((KEEP)); then echo "work directory kept: $WORK"; else rm -rf "$WORK"; fi; }
+trap cleanup EXIT
+
+STANDIN=0
+if ((!REPO_AGENT)) && [[ -z $AGENT ]]; then
+	STANDIN=1
+	AGENT=$WORK/csharp-agent-standin
+	cat >"$AGENT" <<'EOF'
+#!/bin/sh
+echo "AGENT-STANDIN $(uname -r) pid=$$ uptime=$(cut -d' ' -f1 /proc/uptime)"
+[ -e /dev/virtio-ports/agent.0 ] && echo "AGENT-STANDIN port /dev/virtio-ports/agent.0 present"
+mkdir -p /mnt/share
+if mount -t 9p -o trans=virtio,version=9p2000.L,ro share /mnt/share; then
+	echo "AGENT-STANDIN 9p share says: $(cat /mnt/share/marker)"
+	umount /mnt/share
+fi
+[ -e /usr/libexec/csharp-agent/csharp-nsexec ] && echo "AGENT-STANDIN nsexec present"
+echo "AGENT-STANDIN powering off"
+poweroff -f
+EOF
+	chmod 0755 "$AGENT"
+fi
+
+if [[ -z $OUT ]]; then
+	if ((REPO_AGENT)); then OUT=/tmp/csharp-guest-test/repo-agent
+	elif ((STANDIN)); then OUT=/tmp/csharp-guest-test/standin
+	else OUT=/tmp/csharp-guest-test/$(basename "$(dirname "$(readlink -f "$AGENT")")")-$(basename "$AGENT")
+	fi
+fi
+
+BUILD_ENV=()
+if ((!REPO_AGENT)); then
+	# The stand-in lives in the work dir: copy it to a stable path so the image cache can hit.
+	if ((STANDIN)); then
+		mkdir -p "$OUT"
+		cp "$AGENT" "$OUT/.standin-agent"
+		AGENT=$OUT/.standin-agent
+	fi
+	BUILD_ENV+=("AGENT_BIN=$(readlink -f "$AGENT")")
+fi
+if [[ -n $NSEXEC ]]; then
+	BUILD_ENV+=("NSEXEC_BIN=$NSEXEC")
+elif [[ ! -f $REPO_ROOT/guest-agent/native/Makefile ]]; then
+	BUILD_ENV+=("NSEXEC_BIN=none")
+fi
+
+t0=$(date +%s.%N)
+env "${BUILD_ENV[@]}" "$SCRIPT_DIR/build.sh" "$OUT"
+t1=$(date +%s.%N)
+if ((STANDIN)) && ((${#EXPECT[@]} == 0)); then
+	KVER=$(sed -n 's/^kernel: //p' "$OUT/image.manifest")
+	EXPECT=("AGENT-STANDIN $KVER" "AGENT-STANDIN port /dev/virtio-ports/agent.0 present"
+		"AGENT-STANDIN 9p share says: 9p-ok")
+fi
+
+mkdir -p "$WORK/share"
+echo 9p-ok >"$WORK/share/marker"
+if [[ -w /dev/kvm ]]; then ACCEL=kvm CPU=host; else ACCEL=tcg CPU=max; fi
+CONSOLE=$WORK/console.log
+set +e
+timeout -s KILL "$TIMEOUT" qemu-system-x86_64 \
+	-machine "q35,accel=$ACCEL" -cpu "$CPU" -m "$MEMORY" -smp 1 \
+	-nodefaults -no-user-config -nographic -no-reboot \
+	-kernel "$OUT/vmlinuz" -initrd "$OUT/initrd.img" \
+	-append "console=ttyS0 panic=1 csharp.debug=1$APPEND" \
+	-serial "file:$CONSOLE" \
+	-device virtio-serial-pci \
+	-chardev "socket,id=agent,path=$WORK/agent.sock,server=on,wait=off" \
+	-device virtserialport,chardev=agent,name=agent.0 \
+	-fsdev "local,id=share,path=$WORK/share,security_model=none,readonly=on" \
+	-device virtio-9p-pci,fsdev=share,mount_tag=share \
+	-device virtio-rng-pci \
+	</dev/null >"$WORK/qemu.out" 2>&1
+rc=$?
+set -e
+t2=$(date +%s.%N)
+
+fail=0
+check() { # check DESCRIPTION GREP-ARGS...
+	local what=$1
+	shift
+	if grep -q "$@" "$CONSOLE"; then echo "ok   $what"; else echo "FAIL $what"; fail=1; fi
+}
+check_absent() {
+	local what=$1
+	shift
+	if grep -q "$@" "$CONSOLE"; then echo "FAIL $what"; grep "$@" "$CONSOLE" | head -5; fail=1; else echo "ok   $what"; fi
+}
+touch "$CONSOLE"
+if ((rc != 0)); then echo "FAIL qemu exited with status $rc (137: killed after ${TIMEOUT}s)"; fail=1; fi
+check "init started" -F "csharp-init: starting"
+check "virtio_console loaded" -E "^csharp-init: modules loaded:.* virtio_console( |$)"
+check "9p modules loaded" -E "^csharp-init: modules loaded:.* 9pnet_virtio .*9p( |$)"
+check "vsock modules loaded" -E "^csharp-init: modules loaded:.* vmw_vsock_virtio_transport .*vsock_loopback( |$)"
+check "overlay, virtiofs loaded" -E "^csharp-init: modules loaded:.* overlay .*virtiofs( |$)"
+check "/dev/virtio-ports/agent.0 exists" -E "csharp-init: virtio port /dev/virtio-ports/agent.0 -> \.\./vport"
+check "cgroup2 mounted" -E "^cgroup2 /sys/fs/cgroup cgroup2"
+check "agent started" -E "csharp-init: (exec|starting) /usr/bin/csharp-agent"
+check_absent "no module failures" -F "modules missing or failed"
+check_absent "no missing libraries" -E "not found|error while loading shared libraries|FATAL"
+for e in "${EXPECT[@]}"; do check "console shows '$e'" -F "$e"; done
+if ((!ALLOW_PANIC)); then check_absent "no kernel panic" -F "Kernel panic"; fi
+
+awk -v a="$t0" -v b="$t1" -v c="$t2" 'BEGIN { printf "image build %.1f s, qemu wall %.2f s\n", b - a, c - b }'
+grep -E "csharp-init: (starting|exec|starting /usr)|AGENT-STANDIN [0-9]|uptime=" "$CONSOLE" | sed 's/^/  /' || true
+if ((fail)); then
+	echo "---- console ($CONSOLE)"
+	cat "$CONSOLE"
+	echo "---- qemu"
+	cat "$WORK/qemu.out"
+	exit 1
+fi
+echo "boot test passed"
