@@ -1,0 +1,78 @@
+using System.Text.Json.Serialization;
+
+namespace ShimV2.Hypervisor;
+
+/// <summary>The hypervisor settings, read from JSON with camelCase names (see hypervisor-configs/qemu.json).</summary>
+public sealed class HypervisorConfig
+{
+    public const string DefaultQemuPath = "/usr/bin/qemu-system-x86_64";
+    public const string DefaultKernelPath = "/usr/share/csharp-shim/vmlinuz";
+    public const string DefaultInitrdPath = "/usr/share/csharp-shim/initrd.img";
+
+    public string QemuPath { get; set; } = DefaultQemuPath;
+
+    public string KernelPath { get; set; } = DefaultKernelPath;
+
+    /// <summary>The guest's initramfs; empty boots the kernel without one.</summary>
+    public string InitrdPath { get; set; } = DefaultInitrdPath;
+
+    /// <summary>Extra kernel parameters, appended after <c>console=ttyS0 quiet panic=1</c>.</summary>
+    public string KernelParams { get; set; } = "";
+
+    public int MemoryMiB { get; set; } = 512;
+
+    /// <summary>0 = same as <see cref="MemoryMiB"/>; larger enables memory hotplug up to this size.</summary>
+    public int MaxMemoryMiB { get; set; }
+
+    /// <summary>Hotplug DIMM slots, used when <see cref="MaxMemoryMiB"/> exceeds <see cref="MemoryMiB"/>.</summary>
+    public int MemorySlots { get; set; } = 4;
+
+    public int VCpus { get; set; } = 1;
+
+    /// <summary>0 = same as <see cref="VCpus"/>; larger enables vCPU hotplug up to this count.</summary>
+    public int MaxVCpus { get; set; }
+
+    public string MachineType { get; set; } = "q35";
+
+    /// <summary>"kvm", "tcg" or "auto" (kvm when /dev/kvm can be opened read-write).</summary>
+    public string Accelerator { get; set; } = "auto";
+
+    /// <summary>"vsock", "virtio-serial" or "auto" (vsock when /dev/vhost-vsock exists).</summary>
+    public string AgentTransport { get; set; } = "auto";
+
+    /// <summary>"virtio-9p" or "none".</summary>
+    public string SharedFs { get; set; } = "virtio-9p";
+
+    public int BootTimeoutSeconds { get; set; } = 60;
+
+    /// <summary>Logs QEMU's command line and stderr at Information instead of Debug.</summary>
+    public bool Debug { get; set; }
+
+    /// <summary>The file this config was loaded from, for error messages; null when built in code.</summary>
+    [JsonIgnore]
+    public string? SourcePath { get; set; }
+
+    /// <summary>MaxMemoryMiB with 0 resolved.</summary>
+    [JsonIgnore]
+    public int EffectiveMaxMemoryMiB => MaxMemoryMiB == 0 ? MemoryMiB : MaxMemoryMiB;
+
+    /// <summary>MaxVCpus with 0 resolved.</summary>
+    [JsonIgnore]
+    public int EffectiveMaxVCpus => MaxVCpus == 0 ? VCpus : MaxVCpus;
+}
+
+public enum AcceleratorKind
+{
+    Kvm,
+    Tcg,
+}
+
+[JsonSourceGenerationOptions(
+    PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase,
+    ReadCommentHandling = System.Text.Json.JsonCommentHandling.Skip,
+    AllowTrailingCommas = true,
+    UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+    RespectNullableAnnotations = true,
+    WriteIndented = true)]
+[JsonSerializable(typeof(HypervisorConfig))]
+internal sealed partial class HypervisorConfigJsonContext : JsonSerializerContext;

@@ -1,0 +1,102 @@
+namespace ShimV2.Hypervisor;
+
+/// <summary>Checks a <see cref="HypervisorConfig"/>; every error is one line ending in "(setting in file)".</summary>
+public static class HypervisorConfigValidator
+{
+    public const int MinMemoryMiB = 64;
+    public const int MaxVCpuLimit = 255;
+    public const int MaxMemorySlots = 256;
+
+    public static readonly IReadOnlyList<string> Accelerators = ["kvm", "tcg", "auto"];
+    public static readonly IReadOnlyList<string> AgentTransports = ["vsock", "virtio-serial", "auto"];
+    public static readonly IReadOnlyList<string> SharedFsKinds = ["virtio-9p", "none"];
+
+    /// <summary>Checks values and their combinations, not the file system.</summary>
+    public static void Validate(HypervisorConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        OneOf(config, config.Accelerator, Accelerators, "accelerator");
+        OneOf(config, config.AgentTransport, AgentTransports, "agentTransport");
+        OneOf(config, config.SharedFs, SharedFsKinds, "sharedFs");
+
+        Require(config, !string.IsNullOrWhiteSpace(config.QemuPath), "qemuPath is empty", "qemuPath");
+        Require(config, !string.IsNullOrWhiteSpace(config.KernelPath), "kernelPath is empty", "kernelPath");
+        Require(
+            config,
+            !string.IsNullOrWhiteSpace(config.MachineType) && config.MachineType.IndexOfAny([',', ' ', '=']) < 0,
+            $"invalid machine type \"{config.MachineType}\"",
+            "machineType");
+        Require(config, config.MemoryMiB >= MinMemoryMiB, $"memoryMiB must be at least {MinMemoryMiB}, got {config.MemoryMiB}", "memoryMiB");
+        Require(
+            config,
+            config.MaxMemoryMiB == 0 || config.MaxMemoryMiB >= config.MemoryMiB,
+            $"maxMemoryMiB ({config.MaxMemoryMiB}) must be 0 or at least memoryMiB ({config.MemoryMiB})",
+            "maxMemoryMiB");
+        Require(
+            config,
+            config.EffectiveMaxMemoryMiB == config.MemoryMiB || config.MemorySlots is >= 1 and <= MaxMemorySlots,
+            $"memorySlots must be between 1 and {MaxMemorySlots} when maxMemoryMiB > memoryMiB, got {config.MemorySlots}",
+            "memorySlots");
+        Require(config, config.VCpus is >= 1 and <= MaxVCpuLimit, $"vCpus must be between 1 and {MaxVCpuLimit}, got {config.VCpus}", "vCpus");
+        Require(
+            config,
+            config.MaxVCpus == 0 || (config.MaxVCpus >= config.VCpus && config.MaxVCpus <= MaxVCpuLimit),
+            $"maxVCpus ({config.MaxVCpus}) must be 0 or between vCpus ({config.VCpus}) and {MaxVCpuLimit}",
+            "maxVCpus");
+        Require(config, config.BootTimeoutSeconds >= 1, $"bootTimeoutSeconds must be at least 1, got {config.BootTimeoutSeconds}", "bootTimeoutSeconds");
+        Require(
+            config,
+            config.KernelParams.AsSpan().IndexOfAny('\r', '\n') < 0,
+            "kernelParams must be one line",
+            "kernelParams");
+    }
+
+    /// <summary>Checks that qemu is an executable file and that the kernel and initrd exist.</summary>
+    public static void ValidatePaths(HypervisorConfig config)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        if (!File.Exists(config.QemuPath))
+        {
+            throw Error(config, $"qemu not found: {config.QemuPath}", "qemuPath");
+        }
+
+        if (!OperatingSystem.IsWindows() && (File.GetUnixFileMode(config.QemuPath) & (UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute)) == 0)
+        {
+            throw Error(config, $"qemu is not executable: {config.QemuPath}", "qemuPath");
+        }
+
+        if (!File.Exists(config.KernelPath))
+        {
+            throw Error(config, $"kernel not found: {config.KernelPath}", "kernelPath");
+        }
+
+        if (!string.IsNullOrEmpty(config.InitrdPath) && !File.Exists(config.InitrdPath))
+        {
+            throw Error(config, $"initrd not found: {config.InitrdPath}", "initrdPath");
+        }
+    }
+
+    /// <summary>An error about one setting: "message (setting in /etc/file.json)" or "message (setting)".</summary>
+    public static HypervisorConfigException Error(HypervisorConfig config, string message, string setting)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        var where = config.SourcePath is null ? setting : $"{setting} in {config.SourcePath}";
+        return new HypervisorConfigException($"{message} ({where})");
+    }
+
+    private static void OneOf(HypervisorConfig config, string value, IReadOnlyList<string> allowed, string setting)
+    {
+        if (!allowed.Contains(value, StringComparer.Ordinal))
+        {
+            throw Error(config, $"unknown {setting} \"{value}\", expected one of: {string.Join(", ", allowed)}", setting);
+        }
+    }
+
+    private static void Require(HypervisorConfig config, bool condition, string message, string setting)
+    {
+        if (!condition)
+        {
+            throw Error(config, message, setting);
+        }
+    }
+}

@@ -1,0 +1,90 @@
+namespace ShimV2.Hypervisor.Qemu;
+
+/// <summary>Composes the fragments for one VM.</summary>
+internal static class QemuCommandLine
+{
+    /// <summary>The longest unix socket path (sun_path is 108 bytes with its terminating NUL).</summary>
+    public const int MaxSocketPathBytes = 107;
+
+    public static IReadOnlyList<QemuFragment> Fragments(VmSpec spec, HostResolution host, uint? guestCid)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        ArgumentNullException.ThrowIfNull(host);
+        var config = spec.Config;
+        var paths = new VmPaths(spec.WorkDirectory);
+        var fragments = new List<QemuFragment>
+        {
+            new BaseFragment(spec.SandboxId),
+            new MachineFragment(config.MachineType, host.Accelerator),
+            new MemoryFragment(config.MemoryMiB, config.EffectiveMaxMemoryMiB, config.MemorySlots),
+            new SmpFragment(config.VCpus, config.EffectiveMaxVCpus),
+            new KernelFragment(config.KernelPath, config.InitrdPath, KernelFragment.Params(config.KernelParams)),
+            new SerialConsoleFragment(paths.ConsoleLog),
+            new QmpFragment(paths.QmpSocket),
+        };
+
+        if (host.Transport == AgentTransportKind.Vsock)
+        {
+            fragments.Add(new VsockFragment(guestCid ?? throw new ArgumentException("vsock needs a guest cid", nameof(guestCid))));
+        }
+        else
+        {
+            fragments.Add(new VirtioSerialFragment(paths.AgentSocket));
+        }
+
+        if (spec.SharedDirectory is not null && config.SharedFs == "virtio-9p")
+        {
+            fragments.Add(new NinePShareFragment(spec.SharedDirectory, spec.ShareMountTag));
+        }
+
+        fragments.Add(new RngFragment());
+        fragments.Add(new PidFileFragment(paths.PidFile));
+        return fragments;
+    }
+
+    public static IReadOnlyList<string> Args(IEnumerable<QemuFragment> fragments) => fragments.SelectMany(f => f.Args).ToArray();
+
+    /// <summary>Checks what the config cannot: the spec's own values and the socket path lengths.</summary>
+    public static void ValidateSpec(VmSpec spec)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        if (string.IsNullOrWhiteSpace(spec.SandboxId))
+        {
+            throw new HypervisorException("sandbox id is empty");
+        }
+
+        if (string.IsNullOrWhiteSpace(spec.WorkDirectory) || !Path.IsPathFullyQualified(spec.WorkDirectory))
+        {
+            throw new HypervisorException($"work directory must be an absolute path: \"{spec.WorkDirectory}\"");
+        }
+
+        var paths = new VmPaths(spec.WorkDirectory);
+        foreach (var socket in new[] { paths.QmpSocket, paths.AgentSocket })
+        {
+            var length = System.Text.Encoding.UTF8.GetByteCount(socket);
+            if (length > MaxSocketPathBytes)
+            {
+                throw new HypervisorException(
+                    $"work directory too long for unix sockets: {socket} is {length} bytes, the limit is {MaxSocketPathBytes}");
+            }
+        }
+
+        if (spec.SharedDirectory is not null)
+        {
+            if (spec.Config.SharedFs == "none")
+            {
+                throw HypervisorConfigValidator.Error(spec.Config, $"a shared directory was requested ({spec.SharedDirectory}) but sharedFs is none", "sharedFs");
+            }
+
+            if (!Directory.Exists(spec.SharedDirectory))
+            {
+                throw new HypervisorException($"shared directory not found: {spec.SharedDirectory}");
+            }
+
+            if (string.IsNullOrEmpty(spec.ShareMountTag) || System.Text.Encoding.UTF8.GetByteCount(spec.ShareMountTag) > 31 || spec.ShareMountTag.Any(c => c is ',' or ' ' || char.IsControl(c)))
+            {
+                throw new HypervisorException($"invalid 9p mount tag \"{spec.ShareMountTag}\": 1-31 bytes, no commas or spaces");
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+using System.Globalization;
+
+namespace ShimV2.Hypervisor.Qemu;
+
+/// <summary>One piece of the QEMU command line: a few arguments that belong together.</summary>
+internal abstract record QemuFragment
+{
+    public abstract IReadOnlyList<string> Args { get; }
+
+    /// <summary>Escapes a value inside a QEMU option list ("a,b" must be written "a,,b").</summary>
+    public static string Opt(string value) => value.Replace(",", ",,", StringComparison.Ordinal);
+
+    protected static string N(int value) => value.ToString(CultureInfo.InvariantCulture);
+
+    protected static string N(uint value) => value.ToString(CultureInfo.InvariantCulture);
+}
+
+/// <summary>No host config files, no default devices, no display, exit instead of rebooting.</summary>
+internal sealed record BaseFragment(string Name) : QemuFragment
+{
+    public override IReadOnlyList<string> Args =>
+        ["-name", Opt(Name), "-no-user-config", "-nodefaults", "-nographic", "-display", "none", "-no-reboot"];
+}
+
+/// <summary>Machine type and accelerator; TCG emulates the richest CPU it can, KVM passes the host's through.</summary>
+internal sealed record MachineFragment(string MachineType, AcceleratorKind Accelerator) : QemuFragment
+{
+    public override IReadOnlyList<string> Args => Accelerator switch
+    {
+        AcceleratorKind.Kvm => ["-machine", $"{MachineType},accel=kvm", "-cpu", "host"],
+        _ => ["-machine", $"{MachineType},accel=tcg", "-cpu", "max"],
+    };
+}
+
+/// <summary>Guest memory; a larger maximum adds DIMM slots for hotplug.</summary>
+internal sealed record MemoryFragment(int MemoryMiB, int MaxMemoryMiB, int Slots) : QemuFragment
+{
+    public override IReadOnlyList<string> Args => MaxMemoryMiB > MemoryMiB
+        ? ["-m", $"{N(MemoryMiB)}M,slots={N(Slots)},maxmem={N(MaxMemoryMiB)}M"]
+        : ["-m", $"{N(MemoryMiB)}M"];
+}
+
+/// <summary>vCPUs; a larger maximum leaves hot-pluggable CPU sockets.</summary>
+internal sealed record SmpFragment(int VCpus, int MaxVCpus) : QemuFragment
+{
+    public override IReadOnlyList<string> Args => MaxVCpus > VCpus
+        ? ["-smp", $"cpus={N(VCpus)},maxcpus={N(MaxVCpus)}"]
+        : ["-smp", $"cpus={N(VCpus)}"];
+}
+
+/// <summary>Direct kernel boot. Plain arguments, not option lists: no comma escaping.</summary>
+internal sealed record KernelFragment(string KernelPath, string? InitrdPath, string CommandLine) : QemuFragment
+{
+    /// <summary>Always present: the console on the first serial port (which goes to console.log).</summary>
+    public const string BaseParams = "console=ttyS0 quiet panic=1";
+
+    public static string Params(string extra) =>
+        string.IsNullOrWhiteSpace(extra) ? BaseParams : $"{BaseParams} {extra.Trim()}";
+
+    public override IReadOnlyList<string> Args => string.IsNullOrEmpty(InitrdPath)
+        ? ["-kernel", KernelPath, "-append", CommandLine]
+        : ["-kernel", KernelPath, "-initrd", InitrdPath, "-append", CommandLine];
+}
+
+/// <summary>The first serial port (ttyS0) written to a file.</summary>
+internal sealed record SerialConsoleFragment(string LogPath) : QemuFragment
+{
+    public override IReadOnlyList<string> Args =>
+        ["-chardev", $"file,id=console,path={Opt(LogPath)}", "-serial", "chardev:console"];
+}
+
+/// <summary>The QMP monitor on a unix socket QEMU listens on.</summary>
+internal sealed record QmpFragment(string SocketPath) : QemuFragment
+{
+    public override IReadOnlyList<string> Args =>
+        ["-chardev", $"socket,id=qmp,path={Opt(SocketPath)},server=on,wait=off", "-mon", "chardev=qmp,mode=control"];
+}
+
+/// <summary>AF_VSOCK to the guest through the host's vhost-vsock.</summary>
+internal sealed record VsockFragment(uint GuestCid) : QemuFragment
+{
+    public override IReadOnlyList<string> Args => ["-device", $"vhost-vsock-pci,id=vsock0,guest-cid={N(GuestCid)}"];
+}
+
+/// <summary>A virtio-serial port named <see cref="GuestChannel.VirtioSerialPortName"/>, host side a unix socket QEMU listens on.</summary>
+internal sealed record VirtioSerialFragment(string SocketPath) : QemuFragment
+{
+    public override IReadOnlyList<string> Args =>
+    [
+        "-device", "virtio-serial-pci,id=serial0",
+        "-chardev", $"socket,id=agent,path={Opt(SocketPath)},server=on,wait=off",
+        "-device", $"virtserialport,chardev=agent,name={GuestChannel.VirtioSerialPortName}",
+    ];
+}
+
+/// <summary>A host directory exported with virtio-9p (QEMU 7.2 syntax; remap keeps inode numbers unique across host mounts).</summary>
+internal sealed record NinePShareFragment(string Directory, string MountTag) : QemuFragment
+{
+    public override IReadOnlyList<string> Args =>
+    [
+        "-fsdev", $"local,id=fs0,path={Opt(Directory)},security_model=none,multidevs=remap",
+        "-device", $"virtio-9p-pci,fsdev=fs0,mount_tag={Opt(MountTag)}",
+    ];
+}
+
+/// <summary>Entropy for the guest, so its crng is ready at once.</summary>
+internal sealed record RngFragment : QemuFragment
+{
+    public override IReadOnlyList<string> Args =>
+        ["-object", "rng-random,filename=/dev/urandom,id=rng0", "-device", "virtio-rng-pci,rng=rng0"];
+}
+
+internal sealed record PidFileFragment(string PidFilePath) : QemuFragment
+{
+    public override IReadOnlyList<string> Args => ["-pidfile", PidFilePath];
+}

@@ -1,0 +1,200 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace ShimV2.Hypervisor;
+
+/// <summary>A QMP command: its wire name, its arguments and how to read its "return" value.</summary>
+public abstract record QmpCommand<TResult>
+{
+    /// <summary>The name sent as "execute".</summary>
+    public abstract string Name { get; }
+
+    /// <summary>Whether the command sends an "arguments" object.</summary>
+    internal virtual bool HasArguments => false;
+
+    /// <summary>Writes the members of the "arguments" object (the object itself is already open).</summary>
+    internal virtual void WriteArguments(Utf8JsonWriter writer)
+    {
+    }
+
+    internal abstract TResult ReadResult(JsonElement result);
+
+    /// <summary>Reads "{}" for commands that return nothing.</summary>
+    protected static QmpEmpty Empty(JsonElement result) => QmpEmpty.Instance;
+
+    protected static T Read<T>(JsonElement result, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> typeInfo) =>
+        result.Deserialize(typeInfo) ?? throw new HypervisorException($"qmp {typeof(T).Name}: empty return value");
+
+    /// <summary>Writes caller-supplied members, refusing ones that would shadow the command's own.</summary>
+    protected static void WriteExtra(Utf8JsonWriter writer, JsonObject? properties, params string[] reserved)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        if (properties is null)
+        {
+            return;
+        }
+
+        foreach (var (key, value) in properties)
+        {
+            if (Array.IndexOf(reserved, key) >= 0)
+            {
+                throw new ArgumentException($"property \"{key}\" is set by the command itself", nameof(properties));
+            }
+
+            writer.WritePropertyName(key);
+            if (value is null)
+            {
+                writer.WriteNullValue();
+            }
+            else
+            {
+                value.WriteTo(writer);
+            }
+        }
+    }
+}
+
+/// <summary>qmp_capabilities: leaves capabilities negotiation mode; must be the first command.</summary>
+public sealed record QmpCapabilities(IReadOnlyList<string>? Enable = null) : QmpCommand<QmpEmpty>
+{
+    public override string Name => "qmp_capabilities";
+
+    internal override bool HasArguments => Enable is { Count: > 0 };
+
+    internal override void WriteArguments(Utf8JsonWriter writer)
+    {
+        writer.WriteStartArray("enable");
+        foreach (var capability in Enable ?? [])
+        {
+            writer.WriteStringValue(capability);
+        }
+
+        writer.WriteEndArray();
+    }
+
+    internal override QmpEmpty ReadResult(JsonElement result) => Empty(result);
+}
+
+public sealed record QueryStatus : QmpCommand<QmpStatusInfo>
+{
+    public override string Name => "query-status";
+
+    internal override QmpStatusInfo ReadResult(JsonElement result) => Read(result, QmpJsonContext.Default.QmpStatusInfo);
+}
+
+/// <summary>stop: pauses all vCPUs (emits STOP).</summary>
+public sealed record Stop : QmpCommand<QmpEmpty>
+{
+    public override string Name => "stop";
+
+    internal override QmpEmpty ReadResult(JsonElement result) => Empty(result);
+}
+
+/// <summary>cont: resumes all vCPUs (emits RESUME).</summary>
+public sealed record Cont : QmpCommand<QmpEmpty>
+{
+    public override string Name => "cont";
+
+    internal override QmpEmpty ReadResult(JsonElement result) => Empty(result);
+}
+
+/// <summary>quit: QEMU exits at once (emits SHUTDOWN with reason host-qmp-quit; the reply may be lost).</summary>
+public sealed record Quit : QmpCommand<QmpEmpty>
+{
+    public override string Name => "quit";
+
+    internal override QmpEmpty ReadResult(JsonElement result) => Empty(result);
+}
+
+/// <summary>system_powerdown: asks the guest to power off through ACPI.</summary>
+public sealed record SystemPowerdown : QmpCommand<QmpEmpty>
+{
+    public override string Name => "system_powerdown";
+
+    internal override QmpEmpty ReadResult(JsonElement result) => Empty(result);
+}
+
+/// <summary>device_add: driver and id plus the driver's own properties, flat.</summary>
+public sealed record DeviceAdd(string Driver, string Id, JsonObject? Properties = null) : QmpCommand<QmpEmpty>
+{
+    public override string Name => "device_add";
+
+    internal override bool HasArguments => true;
+
+    internal override void WriteArguments(Utf8JsonWriter writer)
+    {
+        writer.WriteString("driver", Driver);
+        writer.WriteString("id", Id);
+        WriteExtra(writer, Properties, "driver", "id");
+    }
+
+    internal override QmpEmpty ReadResult(JsonElement result) => Empty(result);
+}
+
+/// <summary>device_del: requests removal; completion is the DEVICE_DELETED event.</summary>
+public sealed record DeviceDel(string Id) : QmpCommand<QmpEmpty>
+{
+    public override string Name => "device_del";
+
+    internal override bool HasArguments => true;
+
+    internal override void WriteArguments(Utf8JsonWriter writer) => writer.WriteString("id", Id);
+
+    internal override QmpEmpty ReadResult(JsonElement result) => Empty(result);
+}
+
+/// <summary>object-add: qom-type and id plus the type's properties, flat (QEMU 6.0+ form).</summary>
+public sealed record ObjectAdd(string QomType, string Id, JsonObject? Properties = null) : QmpCommand<QmpEmpty>
+{
+    public override string Name => "object-add";
+
+    internal override bool HasArguments => true;
+
+    internal override void WriteArguments(Utf8JsonWriter writer)
+    {
+        writer.WriteString("qom-type", QomType);
+        writer.WriteString("id", Id);
+        WriteExtra(writer, Properties, "qom-type", "id");
+    }
+
+    internal override QmpEmpty ReadResult(JsonElement result) => Empty(result);
+}
+
+public sealed record ObjectDel(string Id) : QmpCommand<QmpEmpty>
+{
+    public override string Name => "object-del";
+
+    internal override bool HasArguments => true;
+
+    internal override void WriteArguments(Utf8JsonWriter writer) => writer.WriteString("id", Id);
+
+    internal override QmpEmpty ReadResult(JsonElement result) => Empty(result);
+}
+
+public sealed record QueryHotpluggableCpus : QmpCommand<IReadOnlyList<QmpHotpluggableCpu>>
+{
+    public override string Name => "query-hotpluggable-cpus";
+
+    internal override IReadOnlyList<QmpHotpluggableCpu> ReadResult(JsonElement result) =>
+        Read(result, QmpJsonContext.Default.QmpHotpluggableCpuArray);
+}
+
+public sealed record QueryCpusFast : QmpCommand<IReadOnlyList<QmpCpuInfoFast>>
+{
+    public override string Name => "query-cpus-fast";
+
+    internal override IReadOnlyList<QmpCpuInfoFast> ReadResult(JsonElement result) =>
+        Read(result, QmpJsonContext.Default.QmpCpuInfoFastArray);
+}
+
+/// <summary>Any command by name; the return value comes back as raw JSON.</summary>
+public sealed record QmpRawCommand(string CommandName, JsonObject? Arguments = null) : QmpCommand<JsonElement>
+{
+    public override string Name => CommandName;
+
+    internal override bool HasArguments => Arguments is not null;
+
+    internal override void WriteArguments(Utf8JsonWriter writer) => WriteExtra(writer, Arguments);
+
+    internal override JsonElement ReadResult(JsonElement result) => result.Clone();
+}

@@ -1,0 +1,30 @@
+namespace ShimV2.Hypervisor;
+
+/// <summary>What to boot for one sandbox.</summary>
+public sealed class VmSpec
+{
+    public required string SandboxId { get; init; }
+
+    /// <summary>Per-sandbox directory: qmp.sock, agent.sock, console.log and qemu.pid live here.
+    /// Keep it short: unix socket paths are limited to 107 bytes.</summary>
+    public required string WorkDirectory { get; init; }
+
+    public required HypervisorConfig Config { get; init; }
+
+    /// <summary>A host directory exported to the guest with virtio-9p under <see cref="ShareMountTag"/>; null for none.</summary>
+    public string? SharedDirectory { get; init; }
+
+    public string ShareMountTag { get; init; } = "csharpshare";
+}
+
+/// <summary>The files QEMU creates in <see cref="VmSpec.WorkDirectory"/>.</summary>
+public sealed record VmPaths(string WorkDirectory)
+{
+    public string QmpSocket => Path.Combine(WorkDirectory, "qmp.sock");
+
+    public string AgentSocket => Path.Combine(WorkDirectory, "agent.sock");
+
+    public string ConsoleLog => Path.Combine(WorkDirectory, "console.log");
+
+    public string PidFile => Path.Combine(WorkDirectory, "qemu.pid");
+}
