@@ -1,0 +1,196 @@
+# shellcheck shell=bash
+# A private containerd for the demo, the benchmarks and manual end-to-end checks. It never touches a system
+# containerd: its own root, state, sockets and config live in a temp dir, and it finds our shim through PATH
+# (artifacts/bin first). Source it, then:
+#
+#   containerd_start            # sets CTRD_DIR, CTRD_SOCK, CTRD_PID, CTRD_LOG; returns once `ctr version` answers
+#   ctrd [ctr args...]          # ctr against the private containerd (namespace $CTRD_NS, default "default")
+#   import_busybox [REF]        # builds the busybox OCI tarball (cached) and imports it; REF defaults to
+#                               # docker.io/library/busybox:csharp
+#   containerd_stop             # kills containerd, leftover shims and QEMUs, unmounts, removes CTRD_DIR
+#
+# containerd_stop is safe to call twice and from an EXIT trap.
+
+if [[ -n "${_SHIMV2_CONTAINERD_SH:-}" ]]; then return 0; fi
+_SHIMV2_CONTAINERD_SH=1
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+# shellcheck source=busybox-image.sh
+source "$(dirname "${BASH_SOURCE[0]}")/busybox-image.sh"
+
+CTRD_NS="${CTRD_NS:-default}"
+# Where the C# shim keeps per-sandbox state (its contract with this harness).
+SHIM_SANDBOX_ROOT="${SHIM_SANDBOX_ROOT:-/run/containerd-shim-csharp}"
+# Where containerd 1.6 shims (runc's convention) put their sockets.
+SHIM_SOCKET_DIR="${SHIM_SOCKET_DIR:-/run/containerd/s}"
+
+containerd_start() {
+  command -v containerd >/dev/null || die "containerd is not installed"
+  command -v ctr >/dev/null || die "ctr is not installed"
+  [[ -z "${CTRD_DIR:-}" ]] || die "containerd_start: a private containerd is already running in $CTRD_DIR"
+  CTRD_DIR="$(mktemp -d /tmp/csharp-ctrd.XXXXXX)"
+  CTRD_SOCK="$CTRD_DIR/containerd.sock"
+  CTRD_LOG="$CTRD_DIR/containerd.log"
+  export CTRD_DIR CTRD_SOCK CTRD_LOG
+  cat >"$CTRD_DIR/config.toml" <<TOML
+version = 2
+root = "$CTRD_DIR/root"
+state = "$CTRD_DIR/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "$CTRD_SOCK"
+
+[ttrpc]
+  address = ""
+
+[debug]
+  address = ""
+  level = "${CTRD_LOG_LEVEL:-info}"
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$CTRD_DIR/opt"
+TOML
+  local path="$ARTIFACTS/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+  # setsid: containerd gets its own session, so a terminal's ^C reaches only us and our trap cleans up.
+  PATH="$path" setsid containerd --config "$CTRD_DIR/config.toml" >"$CTRD_LOG" 2>&1 </dev/null &
+  CTRD_PID=$!
+  export CTRD_PID
+  local deadline=$(( $(now_ms) + 30000 ))
+  until ctr --address "$CTRD_SOCK" version >/dev/null 2>&1; do
+    if ! kill -0 "$CTRD_PID" 2>/dev/null; then
+      tail -n 50 "$CTRD_LOG" >&2
+      die "containerd exited during startup (log above, $CTRD_LOG)"
+    fi
+    if (( $(now_ms) > deadline )); then
+      tail -n 50 "$CTRD_LOG" >&2
+      die "containerd did not answer on $CTRD_SOCK within 30 s"
+    fi
+    sleep 0.05
+  done
+}
+
+ctrd() { ctr --address "$CTRD_SOCK" --namespace "$CTRD_NS" "$@"; }
+
+import_busybox() {
+  local ref="${1:-$BUSYBOX_IMAGE_REF_DEFAULT}"
+  local tarball="$ARTIFACTS/images/busybox-oci.tar"
+  build_busybox_image "$tarball" "$ref" || die "building the busybox image failed"
+  run_quiet "ctr images import $tarball" ctrd images import --all-platforms "$tarball" \
+    || die "ctr images import failed"
+  ctrd images ls -q | grep -qxF "$ref" || die "import did not create image $ref (have: $(ctrd images ls -q | tr '\n' ' '))"
+}
+
+# _descendants PID...: prints the given pids and all their descendants.
+_descendants() {
+  local -A parent=()
+  local d pid ppid stat
+  for d in /proc/[0-9]*; do
+    stat="$(cat "$d/stat" 2>/dev/null)" || continue
+    stat="${stat##*) }"            # fields after "(comm) "
+    ppid="$(cut -d' ' -f2 <<<"$stat")"
+    parent[${d#/proc/}]="$ppid"
+  done
+  local -a queue=("$@") out=()
+  local -A seen=()
+  while (( ${#queue[@]} )); do
+    pid="${queue[0]}"; queue=("${queue[@]:1}")
+    [[ -n "${seen[$pid]:-}" ]] && continue
+    seen[$pid]=1; out+=("$pid")
+    for d in "${!parent[@]}"; do
+      [[ "${parent[$d]}" == "$pid" ]] && queue+=("$d")
+    done
+  done
+  printf '%s\n' "${out[@]}"
+}
+
+# _pids_matching STRING...: pids whose command line contains any STRING (never our own shell).
+_pids_matching() {
+  local d cmd s
+  for d in /proc/[0-9]*; do
+    [[ "${d#/proc/}" == "$$" || "${d#/proc/}" == "$BASHPID" ]] && continue
+    cmd="$( { tr '\0' ' ' <"$d/cmdline"; } 2>/dev/null)" || continue
+    [[ -z "$cmd" ]] && continue
+    for s in "$@"; do
+      [[ -n "$s" && "$cmd" == *"$s"* ]] && { echo "${d#/proc/}"; break; }
+    done
+  done
+}
+
+_unmount_under() {
+  local base="$1" mp
+  [[ -d "$base" ]] || return 0
+  # Deepest first; mountinfo field 5 is the mount point (octal-escaped spaces are rare here).
+  while IFS= read -r mp; do
+    umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || warn "could not unmount $mp"
+  done < <(awk -v b="$base" '$5 == b || index($5, b "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r)
+}
+
+containerd_stop() {
+  [[ -n "${CTRD_DIR:-}" ]] || return 0
+  local dir="$CTRD_DIR" ids=() ns id
+  if [[ -n "${CTRD_PID:-}" ]] && kill -0 "$CTRD_PID" 2>/dev/null; then
+    # Give shims a chance to clean up their own VMs: kill and delete what is left, briefly.
+    local nss; nss="$(timeout -s KILL 5 ctr --address "$CTRD_SOCK" namespaces ls -q 2>/dev/null)" || nss=""
+    for ns in $nss; do
+      for id in $(timeout -s KILL 5 ctr --address "$CTRD_SOCK" -n "$ns" containers ls -q 2>/dev/null); do
+        ids+=("$ns/$id")
+        timeout -s KILL 10 ctr --address "$CTRD_SOCK" -n "$ns" tasks kill -s KILL "$id" >/dev/null 2>&1 || true
+        timeout -s KILL 10 ctr --address "$CTRD_SOCK" -n "$ns" tasks delete -f "$id" >/dev/null 2>&1 || true
+        timeout -s KILL 10 ctr --address "$CTRD_SOCK" -n "$ns" containers delete "$id" >/dev/null 2>&1 || true
+      done
+    done
+    kill -TERM "$CTRD_PID" 2>/dev/null || true
+    local deadline=$(( $(now_ms) + 5000 ))
+    while kill -0 "$CTRD_PID" 2>/dev/null && (( $(now_ms) < deadline )); do sleep 0.05; done
+    kill -KILL "$CTRD_PID" 2>/dev/null || true
+    wait "$CTRD_PID" 2>/dev/null || true
+  fi
+  # Bundles left in state name the containers too (if containerd was already gone).
+  local b
+  for b in "$dir"/state/io.containerd.runtime.v2.task/*/*; do
+    [[ -d "$b" ]] || continue
+    ids+=("$(basename "$(dirname "$b")")/$(basename "$b")")
+  done
+  # Leftover shims (their argv names our socket), their children (QEMU), and QEMUs naming our sandboxes.
+  local patterns=("$dir/") nsid
+  for nsid in "${ids[@]}"; do patterns+=("$SHIM_SANDBOX_ROOT/${nsid#*/}"); done
+  # Shims exit by themselves shortly after their last Delete/Shutdown: give them a moment first.
+  local -a roots=() victims=()
+  local deadline=$(( $(now_ms) + 3000 ))
+  while :; do
+    mapfile -t roots < <(_pids_matching "${patterns[@]}")
+    (( ${#roots[@]} == 0 || $(now_ms) > deadline )) && break
+    sleep 0.05
+  done
+  if (( ${#roots[@]} )); then
+    mapfile -t victims < <(_descendants "${roots[@]}")
+    warn "killing leftover processes: $(for p in "${victims[@]}"; do { tr '\0' ' ' <"/proc/$p/cmdline" | head -c 120; } 2>/dev/null; echo -n '; '; done)"
+    kill -KILL "${victims[@]}" 2>/dev/null || true
+    local p alive
+    deadline=$(( $(now_ms) + 5000 ))
+    while (( $(now_ms) < deadline )); do
+      alive=0
+      for p in "${victims[@]}"; do [[ -d /proc/$p ]] && ! grep -q '^State:.*Z' "/proc/$p/status" 2>/dev/null && alive=1; done
+      (( alive )) || break
+      sleep 0.05
+    done
+  fi
+  # Sandbox dirs and shim sockets of our containers, then everything under our dir.
+  for nsid in "${ids[@]}"; do
+    id="${nsid#*/}"; ns="${nsid%%/*}"
+    [[ -n "$id" ]] || continue
+    if [[ -e "$SHIM_SANDBOX_ROOT/$id" ]]; then
+      _unmount_under "$SHIM_SANDBOX_ROOT/$id"
+      rm -rf --one-file-system "${SHIM_SANDBOX_ROOT:?}/$id"
+    fi
+    local sock; sock="$SHIM_SOCKET_DIR/$(printf '%s' "$dir/containerd.sock/$ns/$id" | sha256sum | cut -d' ' -f1)"
+    rm -f "$sock"
+  done
+  _unmount_under "$dir"
+  rm -rf --one-file-system "$dir" 2>/dev/null || { _unmount_under "$dir"; rm -rf --one-file-system "$dir" || warn "could not remove $dir"; }
+  unset CTRD_DIR CTRD_SOCK CTRD_PID CTRD_LOG
+}
