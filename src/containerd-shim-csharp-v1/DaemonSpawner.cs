@@ -61,7 +61,7 @@ internal static unsafe partial class DaemonSpawner
         }
     }
 
-    private static nint* ToNative(IReadOnlyList<string> strings, List<nint> allocations)
+    private static nint* ToNative(List<string> strings, List<nint> allocations)
     {
         var array = (nint*)Marshal.AllocHGlobal((strings.Count + 1) * sizeof(nint));
         allocations.Add((nint)array);

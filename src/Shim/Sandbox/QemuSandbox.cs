@@ -58,7 +58,7 @@ public sealed partial class QemuSandbox : ISandbox
                 ShareMountTag = SandboxPaths.ShareMountTag,
             };
             vm = await QemuVm.StartAsync(spec, loggerFactory, cancellationToken);
-            LogVmStarted(logger, request.SandboxId, vm.Pid, vm.AgentTransport.ToString());
+            LogVmStarted(logger, request.SandboxId, vm.Pid, vm.AgentTransport);
 
             using var boot = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             boot.CancelAfter(TimeSpan.FromSeconds(Math.Max(5, config.BootTimeoutSeconds)));
@@ -169,7 +169,7 @@ public sealed partial class QemuSandbox : ISandbox
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId}: QEMU started, pid {Pid}, agent over {Transport}")]
-    private static partial void LogVmStarted(ILogger logger, string sandboxId, int pid, string transport);
+    private static partial void LogVmStarted(ILogger logger, string sandboxId, int pid, AgentTransportKind transport);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId}: agent {AgentVersion} ready, guest kernel {Kernel}")]
     private static partial void LogAgentReady(ILogger logger, string sandboxId, string kernel, string agentVersion);
