@@ -1,7 +1,7 @@
 namespace ShimV2.Shim.Native;
 
 /// <summary>Reads /proc/self/mountinfo, so cleanup can find what is still mounted under a directory.</summary>
-internal static class MountTable
+public static class MountTable
 {
     public static IReadOnlyList<string> MountPointsUnder(string directory)
     {
@@ -42,6 +42,27 @@ internal static class MountTable
                 Libc.Unmount(mountPoint, Libc.MNT_DETACH);
             }
         }
+    }
+
+    /// <summary>
+    /// Deletes a directory tree that may hold mounts. Everything is unmounted first and the delete is refused
+    /// while anything is still mounted: a recursive delete must never reach into a bind-mounted host path.
+    /// </summary>
+    public static void RemoveTree(string directory)
+    {
+        if (!Directory.Exists(directory))
+        {
+            return;
+        }
+
+        UnmountAllUnder(directory);
+        var left = MountPointsUnder(directory);
+        if (left.Count > 0)
+        {
+            throw new IOException($"not removing {directory}: {left[0]} is still mounted");
+        }
+
+        Directory.Delete(directory, recursive: true);
     }
 
     private static string Unescape(string field) =>

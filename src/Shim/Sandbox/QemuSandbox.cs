@@ -152,7 +152,7 @@ public sealed partial class QemuSandbox : ISandbox
         }
 
         MountTable.UnmountAllUnder(paths.Root);
-        Directory.Delete(paths.Root, recursive: true);
+        MountTable.RemoveTree(paths.Root);
     }
 
     private static string ConsoleTail(QemuVm vm)

@@ -8,7 +8,14 @@ public interface IRootfsMounter
 {
     void Mount(IReadOnlyList<Mount> mounts, string bundleRootfs, string target);
 
+    /// <summary>Bind-mounts one host path (file or directory) onto <paramref name="target"/>, creating it.</summary>
+    void Bind(string source, string target, bool isDirectory, bool readOnly);
+
+    /// <summary>Unmounts everything at or under <paramref name="target"/>.</summary>
     void Unmount(string target);
+
+    /// <summary>Unmounts and deletes a directory tree; refuses while anything under it stays mounted.</summary>
+    void RemoveTree(string directory);
 }
 
 /// <summary>The real mounter: mount(2) on the host, as runc's shim does for bundle/rootfs.</summary>
@@ -52,6 +59,25 @@ public sealed class RootfsMounter : IRootfsMounter
         }
     }
 
+    public void Bind(string source, string target, bool isDirectory, bool readOnly)
+    {
+        if (isDirectory)
+        {
+            Directory.CreateDirectory(target);
+        }
+        else
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.WriteAllBytes(target, []);
+        }
+
+        Libc.Mount(source, target, null, Libc.MS_BIND | Libc.MS_REC, null);
+        if (readOnly)
+        {
+            Libc.Mount(source, target, null, Libc.MS_BIND | Libc.MS_REMOUNT | Libc.MS_RDONLY, null);
+        }
+    }
+
     public void Unmount(string target)
     {
         if (!Directory.Exists(target))
@@ -61,6 +87,8 @@ public sealed class RootfsMounter : IRootfsMounter
 
         MountTable.UnmountAllUnder(target);
     }
+
+    public void RemoveTree(string directory) => MountTable.RemoveTree(directory);
 }
 
 /// <summary>Splits mount options into flags and filesystem data, as mount(8) does for the common ones.</summary>

@@ -17,7 +17,7 @@ public static class SandboxCleanup
         if (Directory.Exists(share))
         {
             MountTable.UnmountAllUnder(share);
-            Directory.Delete(share, recursive: true);
+            MountTable.RemoveTree(share);
         }
 
         if (daemonAlive)

@@ -37,5 +37,7 @@ public sealed class SandboxPaths
 
     public string ContainerRootfs(string containerId) => Path.Combine(ContainerShareDirectory(containerId), "rootfs");
 
-    public static string GuestRootfs(string containerId) => $"{GuestSharePath}/{containerId}/rootfs";
+    public static string GuestContainerDirectory(string containerId) => $"{GuestSharePath}/{containerId}";
+
+    public static string GuestRootfs(string containerId) => $"{GuestContainerDirectory(containerId)}/rootfs";
 }

@@ -90,12 +90,22 @@ public sealed partial class TaskService : IAsyncDisposable
             try
             {
                 _mounter.Mount(request.Rootfs, Path.Combine(request.Bundle, "rootfs"), rootfs);
+                var (specJson, binds) = SharedMounts.Rewrite(spec.Json, SandboxPaths.GuestContainerDirectory(request.Id));
+                foreach (var bind in binds)
+                {
+                    _mounter.Bind(
+                        bind.HostSource,
+                        Path.Combine(sandbox.Paths.ContainerShareDirectory(request.Id), bind.ShareRelativePath),
+                        bind.IsDirectory,
+                        bind.ReadOnly);
+                }
+
                 var stdio = new StdioConfig(request.Stdin, request.Stdout, request.Stderr, request.Terminal);
                 var created = await sandbox.Agent.CreateContainerAsync(
                     new CreateContainerRequest
                     {
                         ContainerId = request.Id,
-                        OciSpecJson = ByteString.CopyFrom(spec.Json),
+                        OciSpecJson = ByteString.CopyFrom(specJson),
                         RootfsGuestPath = SandboxPaths.GuestRootfs(request.Id),
                         Terminal = request.Terminal,
                         Stdin = stdio.HasStdin,
@@ -538,10 +548,7 @@ public sealed partial class TaskService : IAsyncDisposable
         try
         {
             _mounter.Unmount(rootfs);
-            if (Directory.Exists(shareDirectory))
-            {
-                Directory.Delete(shareDirectory, recursive: true);
-            }
+            _mounter.RemoveTree(shareDirectory);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

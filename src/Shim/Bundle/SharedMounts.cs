@@ -1,0 +1,90 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace ShimV2.Shim.Bundle;
+
+/// <summary>A host path the guest needs for a bind mount, and where it appears in the share.</summary>
+/// <param name="HostSource">The bind source as the spec named it on the host.</param>
+/// <param name="ShareRelativePath">Its place under the container's share directory, e.g. "mounts/0-data".</param>
+/// <param name="IsDirectory">Whether the source is a directory (a file bind needs a file to mount on).</param>
+/// <param name="ReadOnly">Whether the spec asked for "ro".</param>
+public sealed record SharedMount(string HostSource, string ShareRelativePath, bool IsDirectory, bool ReadOnly);
+
+/// <summary>
+/// Bind mounts name host paths, but the container lives in the guest: each bind source is exported through
+/// the sandbox's share and the spec handed to the agent names the guest path instead (as Kata does).
+/// </summary>
+public static class SharedMounts
+{
+    public const string MountsDirectory = "mounts";
+
+    /// <summary>Rewrites the spec's bind sources to <paramref name="guestContainerDirectory"/>/mounts/N-name.</summary>
+    /// <exception cref="BundleException">A bind source is not an absolute path or does not exist.</exception>
+    public static (byte[] Json, IReadOnlyList<SharedMount> Mounts) Rewrite(byte[] specJson, string guestContainerDirectory)
+    {
+        JsonNode? root;
+        try
+        {
+            root = JsonNode.Parse(specJson);
+        }
+        catch (JsonException e)
+        {
+            throw new BundleException($"invalid OCI spec: {e.Message}");
+        }
+
+        if (root is not JsonObject spec || spec["mounts"] is not JsonArray mounts)
+        {
+            return (specJson, []);
+        }
+
+        var shared = new List<SharedMount>();
+        for (var i = 0; i < mounts.Count; i++)
+        {
+            if (mounts[i] is not JsonObject mount || !IsBind(mount) || mount["source"]?.GetValueKind() != JsonValueKind.String)
+            {
+                continue;
+            }
+
+            var source = mount["source"]!.GetValue<string>();
+            if (!Path.IsPathFullyQualified(source))
+            {
+                throw new BundleException($"bind mount source \"{source}\" is not an absolute path");
+            }
+
+            var isDirectory = Directory.Exists(source);
+            if (!isDirectory && !File.Exists(source))
+            {
+                throw new BundleException($"bind mount source {source} does not exist");
+            }
+
+            var name = Path.GetFileName(source.TrimEnd('/'));
+            var relative = $"{MountsDirectory}/{i}-{(name.Length == 0 ? "root" : name)}";
+            shared.Add(new SharedMount(source, relative, isDirectory, Options(mount).Contains("ro")));
+            mount["source"] = $"{guestContainerDirectory}/{relative}";
+        }
+
+        if (shared.Count == 0)
+        {
+            return (specJson, shared);
+        }
+
+        using var buffer = new MemoryStream();
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            root.WriteTo(writer);
+        }
+
+        return (buffer.ToArray(), shared);
+    }
+
+    private static bool IsBind(JsonObject mount)
+    {
+        var type = mount["type"]?.GetValueKind() == JsonValueKind.String ? mount["type"]!.GetValue<string>() : null;
+        return type is "bind" or "rbind" || Options(mount).Any(o => o is "bind" or "rbind");
+    }
+
+    private static List<string> Options(JsonObject mount) =>
+        mount["options"] is JsonArray options
+            ? options.Where(o => o?.GetValueKind() == JsonValueKind.String).Select(o => o!.GetValue<string>()).ToList()
+            : [];
+}
