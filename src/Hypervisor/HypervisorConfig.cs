@@ -16,7 +16,7 @@ public sealed class HypervisorConfig
     /// <summary>The guest's initramfs; empty boots the kernel without one.</summary>
     public string InitrdPath { get; set; } = DefaultInitrdPath;
 
-    /// <summary>Extra kernel parameters, appended after <c>console=ttyS0 quiet panic=1</c>.</summary>
+    /// <summary>Extra kernel parameters, appended after <c>console=ttyS0 quiet panic=1</c> (and <c>memhp_default_state=online</c> with memory hotplug).</summary>
     public string KernelParams { get; set; } = "";
 
     public int MemoryMiB { get; set; } = 512;

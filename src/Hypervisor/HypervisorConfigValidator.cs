@@ -1,6 +1,6 @@
 namespace ShimV2.Hypervisor;
 
-/// <summary>Checks a <see cref="HypervisorConfig"/>; every error is one line ending in "(setting in file)".</summary>
+/// <summary>Checks a <see cref="HypervisorConfig"/>; every error is one line ending in "(hypervisor config FILE, field NAME)".</summary>
 public static class HypervisorConfigValidator
 {
     public const int MinMemoryMiB = 64;
@@ -21,6 +21,13 @@ public static class HypervisorConfigValidator
 
         Require(config, !string.IsNullOrWhiteSpace(config.QemuPath), "qemuPath is empty", "qemuPath");
         Require(config, !string.IsNullOrWhiteSpace(config.KernelPath), "kernelPath is empty", "kernelPath");
+        Require(config, Path.IsPathFullyQualified(config.QemuPath), $"qemuPath must be an absolute path, got \"{config.QemuPath}\"", "qemuPath");
+        Require(config, Path.IsPathFullyQualified(config.KernelPath), $"kernelPath must be an absolute path, got \"{config.KernelPath}\"", "kernelPath");
+        Require(
+            config,
+            string.IsNullOrEmpty(config.InitrdPath) || Path.IsPathFullyQualified(config.InitrdPath),
+            $"initrdPath must be empty or an absolute path, got \"{config.InitrdPath}\"",
+            "initrdPath");
         Require(
             config,
             !string.IsNullOrWhiteSpace(config.MachineType) && config.MachineType.IndexOfAny([',', ' ', '=']) < 0,
@@ -76,11 +83,12 @@ public static class HypervisorConfigValidator
         }
     }
 
-    /// <summary>An error about one setting: "message (setting in /etc/file.json)" or "message (setting)".</summary>
+    /// <summary>An error about one setting: "message (hypervisor config /etc/file.json, field name)",
+    /// or "message (hypervisor config field name)" for a config built in code.</summary>
     public static HypervisorConfigException Error(HypervisorConfig config, string message, string setting)
     {
         ArgumentNullException.ThrowIfNull(config);
-        var where = config.SourcePath is null ? setting : $"{setting} in {config.SourcePath}";
+        var where = config.SourcePath is null ? $"hypervisor config field {setting}" : $"hypervisor config {config.SourcePath}, field {setting}";
         return new HypervisorConfigException($"{message} ({where})");
     }
 

@@ -140,7 +140,9 @@ public sealed partial class QemuVm : IAsyncDisposable
             ct.ThrowIfCancellationRequested();
             if (Exited.IsCompleted || stopRequested)
             {
-                throw new HypervisorException($"vm {SandboxId} is not running ({ExitReason ?? State.ToString()}): cannot connect to the guest channel");
+                var console = ConsoleTail();
+                throw new HypervisorException(
+                    $"vm {SandboxId} is not running ({ExitReason ?? State.ToString()}): cannot connect to the guest channel{(console is null ? "" : "; console: " + console)}");
             }
 
             attempts++;
@@ -297,12 +299,14 @@ public sealed partial class QemuVm : IAsyncDisposable
         Transition(VmState.Failed);
 
         var reason = process is null ? null : await process.FailureReasonAsync();
+        var console = ConsoleTail();
+        var consoleText = console is null ? "" : $"; console: {console}";
         Exception result;
         if (exitedByItself && process is not null)
         {
             var code = process.Exited.Result;
             result = new QemuBootFailedException(
-                $"qemu exited during boot (exit code {code}): {reason ?? "no message on stderr"}",
+                $"qemu exited during boot (exit code {code}): {reason ?? "no message on stderr"}{consoleText}",
                 error,
                 process.StderrTail.Any(l => l.Contains("unable to set guest cid", StringComparison.Ordinal)));
         }
@@ -313,7 +317,7 @@ public sealed partial class QemuVm : IAsyncDisposable
         else if (timedOut)
         {
             result = new HypervisorException(
-                $"qemu did not come up within {spec.Config.BootTimeoutSeconds} s (qmp socket {Paths.QmpSocket}){(reason is null ? "" : "; last qemu message: " + reason)}",
+                $"qemu did not come up within {spec.Config.BootTimeoutSeconds} s (qmp socket {Paths.QmpSocket}){(reason is null ? "" : "; last qemu message: " + reason)}{consoleText}",
                 error);
         }
         else

@@ -18,7 +18,7 @@ internal static class QemuCommandLine
             new MachineFragment(config.MachineType, host.Accelerator),
             new MemoryFragment(config.MemoryMiB, config.EffectiveMaxMemoryMiB, config.MemorySlots),
             new SmpFragment(config.VCpus, config.EffectiveMaxVCpus),
-            new KernelFragment(config.KernelPath, config.InitrdPath, KernelFragment.Params(config.KernelParams)),
+            new KernelFragment(config.KernelPath, config.InitrdPath, KernelFragment.Params(config.KernelParams, memoryHotplug: config.EffectiveMaxMemoryMiB > config.MemoryMiB)),
             new SerialConsoleFragment(paths.ConsoleLog),
             new QmpFragment(paths.QmpSocket),
         };

@@ -54,8 +54,14 @@ internal sealed record KernelFragment(string KernelPath, string? InitrdPath, str
     /// <summary>Always present: the console on the first serial port (which goes to console.log).</summary>
     public const string BaseParams = "console=ttyS0 quiet panic=1";
 
-    public static string Params(string extra) =>
-        string.IsNullOrWhiteSpace(extra) ? BaseParams : $"{BaseParams} {extra.Trim()}";
+    /// <summary>With memory hotplug: hot-plugged DIMMs come online by themselves (Debian's kernel leaves them offline).</summary>
+    public const string MemoryHotplugParams = "memhp_default_state=online";
+
+    public static string Params(string extra, bool memoryHotplug = false)
+    {
+        var fixedParams = memoryHotplug ? $"{BaseParams} {MemoryHotplugParams}" : BaseParams;
+        return string.IsNullOrWhiteSpace(extra) ? fixedParams : $"{fixedParams} {extra.Trim()}";
+    }
 
     public override IReadOnlyList<string> Args => string.IsNullOrEmpty(InitrdPath)
         ? ["-kernel", KernelPath, "-append", CommandLine]

@@ -27,6 +27,7 @@ public sealed partial class QmpClient : IAsyncDisposable
 
     private readonly CancellationTokenSource closing = new();
     private Task readLoop = Task.CompletedTask;
+    private QmpConnectionClosedException? closedError;
     private long nextId;
     private int disposed;
 
@@ -110,9 +111,11 @@ public sealed partial class QmpClient : IAsyncDisposable
         pending[id] = entry;
         try
         {
-            if (readLoop.IsCompleted)
+            // The reader loop publishes closedError before it fails what is pending: either it sees this entry
+            // or this check sees the error.
+            if (Volatile.Read(ref closedError) is { } closed)
             {
-                throw new QmpConnectionClosedException($"qmp connection closed before {command.Name}");
+                throw new QmpConnectionClosedException($"{closed.Message} before {command.Name}");
             }
 
             var message = Encode(command, id);
@@ -270,6 +273,7 @@ public sealed partial class QmpClient : IAsyncDisposable
             var closed = new QmpConnectionClosedException(failure is null
                 ? "qmp connection closed"
                 : $"qmp connection failed: {failure.Message}");
+            Interlocked.Exchange(ref closedError, closed);
             foreach (var entry in pending.Values)
             {
                 entry.Reply.TrySetException(closed);

@@ -187,6 +187,92 @@ public sealed record QueryCpusFast : QmpCommand<IReadOnlyList<QmpCpuInfoFast>>
         Read(result, QmpJsonContext.Default.QmpCpuInfoFastArray);
 }
 
+/// <summary>device_add of a vCPU into a free slot from <see cref="QueryHotpluggableCpus"/>: the slot's driver
+/// (<see cref="QmpHotpluggableCpu.Type"/>, e.g. max-x86_64-cpu) and its topology properties.</summary>
+public sealed record CpuDeviceAdd(string Driver, string Id, QmpCpuInstanceProperties Props) : QmpCommand<QmpEmpty>
+{
+    public override string Name => "device_add";
+
+    internal override bool HasArguments => true;
+
+    internal override void WriteArguments(Utf8JsonWriter writer)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        writer.WriteString("driver", Driver);
+        writer.WriteString("id", Id);
+        WriteOptional(writer, "node-id", Props.NodeId);
+        WriteOptional(writer, "socket-id", Props.SocketId);
+        WriteOptional(writer, "die-id", Props.DieId);
+        WriteOptional(writer, "cluster-id", Props.ClusterId);
+        WriteOptional(writer, "core-id", Props.CoreId);
+        WriteOptional(writer, "thread-id", Props.ThreadId);
+    }
+
+    internal override QmpEmpty ReadResult(JsonElement result) => Empty(result);
+
+    private static void WriteOptional(Utf8JsonWriter writer, string name, int? value)
+    {
+        if (value is { } v)
+        {
+            writer.WriteNumber(name, v);
+        }
+    }
+}
+
+/// <summary>object-add of a memory-backend-ram: the RAM behind one hot-plugged DIMM.</summary>
+public sealed record MemoryBackendRamAdd(string Id, long SizeBytes) : QmpCommand<QmpEmpty>
+{
+    public override string Name => "object-add";
+
+    internal override bool HasArguments => true;
+
+    internal override void WriteArguments(Utf8JsonWriter writer)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        writer.WriteString("qom-type", "memory-backend-ram");
+        writer.WriteString("id", Id);
+        writer.WriteNumber("size", SizeBytes);
+    }
+
+    internal override QmpEmpty ReadResult(JsonElement result) => Empty(result);
+}
+
+/// <summary>device_add of a pc-dimm backed by the memory backend <paramref name="Memdev"/>; takes a free slot.</summary>
+public sealed record PcDimmAdd(string Id, string Memdev) : QmpCommand<QmpEmpty>
+{
+    public override string Name => "device_add";
+
+    internal override bool HasArguments => true;
+
+    internal override void WriteArguments(Utf8JsonWriter writer)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        writer.WriteString("driver", "pc-dimm");
+        writer.WriteString("id", Id);
+        writer.WriteString("memdev", Memdev);
+    }
+
+    internal override QmpEmpty ReadResult(JsonElement result) => Empty(result);
+}
+
+/// <summary>query-memory-devices: the hot-pluggable memory devices (DIMMs and others) present.</summary>
+public sealed record QueryMemoryDevices : QmpCommand<IReadOnlyList<QmpMemoryDevice>>
+{
+    public override string Name => "query-memory-devices";
+
+    internal override IReadOnlyList<QmpMemoryDevice> ReadResult(JsonElement result) =>
+        Read(result, QmpJsonContext.Default.QmpMemoryDeviceArray);
+}
+
+/// <summary>query-memory-size-summary: boot memory and what was plugged since.</summary>
+public sealed record QueryMemorySizeSummary : QmpCommand<QmpMemorySizeSummary>
+{
+    public override string Name => "query-memory-size-summary";
+
+    internal override QmpMemorySizeSummary ReadResult(JsonElement result) =>
+        Read(result, QmpJsonContext.Default.QmpMemorySizeSummary);
+}
+
 /// <summary>Any command by name; the return value comes back as raw JSON.</summary>
 public sealed record QmpRawCommand(string CommandName, JsonObject? Arguments = null) : QmpCommand<JsonElement>
 {

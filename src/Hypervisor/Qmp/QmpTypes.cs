@@ -37,6 +37,24 @@ public sealed record QmpHotpluggableCpu(string Type, int VcpusCount, QmpCpuInsta
 /// <summary>query-cpus-fast entry.</summary>
 public sealed record QmpCpuInfoFast(int CpuIndex, string QomPath, long ThreadId, QmpCpuInstanceProperties? Props, string Target);
 
+/// <summary>query-memory-devices entry: <see cref="Type"/> is "dimm", "nvdimm", "virtio-mem", ...; <see cref="Data"/>
+/// holds the members DIMM-like devices share (absent ones are null).</summary>
+public sealed record QmpMemoryDevice(string Type, QmpMemoryDeviceData? Data);
+
+/// <summary>PCDIMMDeviceInfo, also read for other memory device kinds (members they lack stay null).</summary>
+public sealed record QmpMemoryDeviceData(
+    string? Id = null,
+    long? Addr = null,
+    long? Size = null,
+    int? Slot = null,
+    int? Node = null,
+    string? Memdev = null,
+    bool? Hotplugged = null,
+    bool? Hotpluggable = null);
+
+/// <summary>query-memory-size-summary, in bytes. <see cref="PluggedMemory"/> is null when the machine cannot hotplug memory.</summary>
+public sealed record QmpMemorySizeSummary(long BaseMemory, long? PluggedMemory);
+
 /// <summary>An asynchronous QMP event, e.g. SHUTDOWN, STOP, RESUME. <see cref="Data"/> is undefined when the event has none.</summary>
 public sealed record QmpEvent(string Name, JsonElement Data, DateTimeOffset Timestamp)
 {
@@ -68,4 +86,6 @@ internal sealed record QmpTimestamp(long Seconds, long Microseconds);
 [JsonSerializable(typeof(QmpHotpluggableCpu[]))]
 [JsonSerializable(typeof(QmpCpuInfoFast[]))]
 [JsonSerializable(typeof(QmpCpuInstanceProperties))]
+[JsonSerializable(typeof(QmpMemoryDevice[]))]
+[JsonSerializable(typeof(QmpMemorySizeSummary))]
 internal sealed partial class QmpJsonContext : JsonSerializerContext;
