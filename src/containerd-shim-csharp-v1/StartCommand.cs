@@ -13,7 +13,7 @@ internal static class StartCommand
     {
         try
         {
-            var options = ShimV2.Shim.Config.RuntimeOptions.FromStartInput(ReadStdin());
+            var options = RuntimeOptions.FromStartInput(ReadStdin());
             var spec = BundleSpec.Load(flags.Bundle);
             var ns = options.Namespace ?? flags.Namespace;
             var groupId = spec.SandboxId(flags.Id);

@@ -22,7 +22,7 @@ public sealed record RuntimeOptions(string? ConfigPath, string? TtrpcAddress = n
             return None;
         }
 
-        var options = global::RuntimeOptions.V1.Options.Parser.ParseFrom(any.Value);
+        var options = Containerd.RuntimeOptions.V1.Options.Parser.ParseFrom(any.Value);
         return new RuntimeOptions(string.IsNullOrEmpty(options.ConfigPath) ? null : options.ConfigPath);
     }
 

@@ -62,7 +62,7 @@ public sealed partial class TaskService : IAsyncDisposable
 
         var spec = BundleSpec.Load(request.Bundle);
         var sandboxId = spec.SandboxId(request.Id);
-        var configPath = ShimV2.Shim.Config.RuntimeOptions.FromAny(request.Options).ConfigPath ?? _context.DefaultConfigPath ?? DefaultConfigPath;
+        var configPath = RuntimeOptions.FromAny(request.Options).ConfigPath ?? _context.DefaultConfigPath ?? DefaultConfigPath;
 
         await _lifecycle.WaitAsync(cancellationToken);
         try
