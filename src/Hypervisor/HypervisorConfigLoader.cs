@@ -71,7 +71,44 @@ public static class HypervisorConfigLoader
         var where = e.LineNumber is { } line
             ? $"line {line + 1}, column {(e.BytePositionInLine ?? 0) + 1}"
             : "unknown position";
-        var property = string.IsNullOrEmpty(e.Path) || e.Path == "$" ? "" : $" ({e.Path})";
-        return $"{where}{property}: {reason.TrimEnd('.')}";
+        var hasProperty = !string.IsNullOrEmpty(e.Path) && e.Path != "$";
+        var property = hasProperty ? $" ({e.Path})" : "";
+        var field = hasProperty ? e.Path![(e.Path!.LastIndexOf('.') + 1)..] : "";
+        return $"{where}{property}: {Friendly(reason.TrimEnd('.'), field)}";
+    }
+
+    /// <summary>Says System.Text.Json's common complaints in the config's own terms.</summary>
+    private static string Friendly(string reason, string field)
+    {
+        if (reason.Contains("could not be mapped to any .NET member", StringComparison.Ordinal))
+        {
+            return $"unknown field \"{field}\"";
+        }
+
+        if (reason.Contains("doesn't allow setting null values", StringComparison.Ordinal))
+        {
+            return $"{field} must not be null";
+        }
+
+        if (reason.StartsWith("The input does not contain any JSON tokens", StringComparison.Ordinal))
+        {
+            return "the file is empty";
+        }
+
+        const string Convert = "The JSON value could not be converted to ";
+        if (reason.StartsWith(Convert, StringComparison.Ordinal))
+        {
+            var expected = reason[Convert.Length..] switch
+            {
+                "System.Int32" => "a whole number",
+                "System.String" => "a string",
+                "System.Boolean" => "true or false",
+                var t when t.EndsWith(nameof(HypervisorConfig), StringComparison.Ordinal) => "an object",
+                var t => t,
+            };
+            return field.Length == 0 ? $"expected {expected}" : $"{field} must be {expected}";
+        }
+
+        return reason;
     }
 }

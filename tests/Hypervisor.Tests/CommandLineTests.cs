@@ -1,0 +1,209 @@
+using ShimV2.Hypervisor.Qemu;
+
+namespace ShimV2.Hypervisor.Tests;
+
+/// <summary>One table per QEMU command-line fragment, then how <see cref="QemuCommandLine"/> composes them.</summary>
+public sealed class CommandLineTests
+{
+    public static TheoryData<string?, string, string[]> KernelCases => new()
+    {
+        { "/boot/initrd.img", "console=ttyS0", ["-kernel", "/boot/vmlinuz", "-initrd", "/boot/initrd.img", "-append", "console=ttyS0"] },
+        { "", "console=ttyS0 quiet", ["-kernel", "/boot/vmlinuz", "-append", "console=ttyS0 quiet"] },
+        { null, "a=b", ["-kernel", "/boot/vmlinuz", "-append", "a=b"] },
+        { "/dir,with,commas/initrd", "x,y", ["-kernel", "/boot/vmlinuz", "-initrd", "/dir,with,commas/initrd", "-append", "x,y"] },
+    };
+
+    [Theory]
+    [MemberData(nameof(KernelCases))]
+    public void Kernel(string? initrd, string cmdline, string[] expected) =>
+        Assert.Equal(expected, new KernelFragment("/boot/vmlinuz", initrd, cmdline).Args);
+
+    [Theory]
+    [InlineData("", false, "console=ttyS0 quiet panic=1")]
+    [InlineData("   ", false, "console=ttyS0 quiet panic=1")]
+    [InlineData("  init=/sbin/agent debug ", false, "console=ttyS0 quiet panic=1 init=/sbin/agent debug")]
+    [InlineData("", true, "console=ttyS0 quiet panic=1 memhp_default_state=online")]
+    [InlineData("loglevel=7", true, "console=ttyS0 quiet panic=1 memhp_default_state=online loglevel=7")]
+    public void Kernel_params(string extra, bool memoryHotplug, string expected) =>
+        Assert.Equal(expected, KernelFragment.Params(extra, memoryHotplug));
+
+    [Theory]
+    [InlineData(512, 512, 4, new[] { "-m", "512M" })]
+    [InlineData(512, 0, 4, new[] { "-m", "512M" })]
+    [InlineData(512, 2048, 4, new[] { "-m", "512M,slots=4,maxmem=2048M" })]
+    [InlineData(256, 1024, 1, new[] { "-m", "256M,slots=1,maxmem=1024M" })]
+    public void Memory(int memory, int maxMemory, int slots, string[] expected) =>
+        Assert.Equal(expected, new MemoryFragment(memory, maxMemory, slots).Args);
+
+    [Theory]
+    [InlineData(1, 1, new[] { "-smp", "cpus=1" })]
+    [InlineData(2, 0, new[] { "-smp", "cpus=2" })]
+    [InlineData(1, 4, new[] { "-smp", "cpus=1,maxcpus=4" })]
+    [InlineData(4, 255, new[] { "-smp", "cpus=4,maxcpus=255" })]
+    public void Smp(int vcpus, int maxVcpus, string[] expected) =>
+        Assert.Equal(expected, new SmpFragment(vcpus, maxVcpus).Args);
+
+    [Theory]
+    [InlineData("/run/vm/console.log", new[] { "-chardev", "file,id=console,path=/run/vm/console.log", "-serial", "chardev:console" })]
+    [InlineData("/run/a,b/console.log", new[] { "-chardev", "file,id=console,path=/run/a,,b/console.log", "-serial", "chardev:console" })]
+    public void Serial_console(string logPath, string[] expected) =>
+        Assert.Equal(expected, new SerialConsoleFragment(logPath).Args);
+
+    [Theory]
+    [InlineData(3u, new[] { "-device", "vhost-vsock-pci,id=vsock0,guest-cid=3" })]
+    [InlineData(2147418115u, new[] { "-device", "vhost-vsock-pci,id=vsock0,guest-cid=2147418115" })]
+    public void Vsock(uint cid, string[] expected) =>
+        Assert.Equal(expected, new VsockFragment(cid).Args);
+
+    [Theory]
+    [InlineData("/run/vm/agent.sock", new[]
+    {
+        "-device", "virtio-serial-pci,id=serial0",
+        "-chardev", "socket,id=agent,path=/run/vm/agent.sock,server=on,wait=off",
+        "-device", "virtserialport,chardev=agent,name=agent.0",
+    })]
+    [InlineData("/run/a,b/agent.sock", new[]
+    {
+        "-device", "virtio-serial-pci,id=serial0",
+        "-chardev", "socket,id=agent,path=/run/a,,b/agent.sock,server=on,wait=off",
+        "-device", "virtserialport,chardev=agent,name=agent.0",
+    })]
+    public void Virtio_serial(string socketPath, string[] expected) =>
+        Assert.Equal(expected, new VirtioSerialFragment(socketPath).Args);
+
+    [Theory]
+    [InlineData("/run/sb/shared", "csharpshare", new[]
+    {
+        "-fsdev", "local,id=fs0,path=/run/sb/shared,security_model=none,multidevs=remap",
+        "-device", "virtio-9p-pci,fsdev=fs0,mount_tag=csharpshare",
+    })]
+    [InlineData("/run/a,b", "t,ag", new[]
+    {
+        "-fsdev", "local,id=fs0,path=/run/a,,b,security_model=none,multidevs=remap",
+        "-device", "virtio-9p-pci,fsdev=fs0,mount_tag=t,,ag",
+    })]
+    public void NineP_share(string directory, string tag, string[] expected) =>
+        Assert.Equal(expected, new NinePShareFragment(directory, tag).Args);
+
+    [Theory]
+    [InlineData("q35", AcceleratorKind.Kvm, new[] { "-machine", "q35,accel=kvm", "-cpu", "host" })]
+    [InlineData("q35", AcceleratorKind.Tcg, new[] { "-machine", "q35,accel=tcg", "-cpu", "max" })]
+    [InlineData("pc-q35-7.2", AcceleratorKind.Tcg, new[] { "-machine", "pc-q35-7.2,accel=tcg", "-cpu", "max" })]
+    [InlineData("microvm", AcceleratorKind.Kvm, new[] { "-machine", "microvm,accel=kvm", "-cpu", "host" })]
+    public void Machine_and_accelerator(string machine, AcceleratorKind accelerator, string[] expected) =>
+        Assert.Equal(expected, new MachineFragment(machine, accelerator).Args);
+
+    [Theory]
+    [InlineData("/run/vm/qmp.sock", new[] { "-chardev", "socket,id=qmp,path=/run/vm/qmp.sock,server=on,wait=off", "-mon", "chardev=qmp,mode=control" })]
+    [InlineData("/run/a,b/qmp.sock", new[] { "-chardev", "socket,id=qmp,path=/run/a,,b/qmp.sock,server=on,wait=off", "-mon", "chardev=qmp,mode=control" })]
+    public void Qmp(string socketPath, string[] expected) =>
+        Assert.Equal(expected, new QmpFragment(socketPath).Args);
+
+    [Theory]
+    [InlineData("sb1", new[] { "-name", "sb1", "-no-user-config", "-nodefaults", "-nographic", "-display", "none", "-no-reboot" })]
+    [InlineData("a,b", new[] { "-name", "a,,b", "-no-user-config", "-nodefaults", "-nographic", "-display", "none", "-no-reboot" })]
+    public void Base(string name, string[] expected) =>
+        Assert.Equal(expected, new BaseFragment(name).Args);
+
+    [Fact]
+    public void Pid_file_and_rng() => Assert.Equal(
+        ["-pidfile", "/run/vm/qemu.pid", "-object", "rng-random,filename=/dev/urandom,id=rng0", "-device", "virtio-rng-pci,rng=rng0"],
+        QemuCommandLine.Args([new PidFileFragment("/run/vm/qemu.pid"), new RngFragment()]));
+
+    [Fact]
+    public void A_virtio_serial_vm_with_a_share_gets_every_fragment_in_order()
+    {
+        var config = new HypervisorConfig
+        {
+            KernelPath = "/k/vmlinuz",
+            InitrdPath = "/k/initrd",
+            MemoryMiB = 256,
+            MaxMemoryMiB = 1024,
+            MemorySlots = 2,
+            VCpus = 1,
+            MaxVCpus = 2,
+            KernelParams = "x=1",
+        };
+        var spec = new VmSpec { SandboxId = "sb", WorkDirectory = "/run/vm", Config = config, SharedDirectory = "/run/share", ShareMountTag = "tag" };
+
+        var fragments = QemuCommandLine.Fragments(spec, new HostResolution(AcceleratorKind.Tcg, AgentTransportKind.VirtioSerial), guestCid: null);
+
+        Assert.Equal(
+            [
+                new BaseFragment("sb"),
+                new MachineFragment("q35", AcceleratorKind.Tcg),
+                new MemoryFragment(256, 1024, 2),
+                new SmpFragment(1, 2),
+                new KernelFragment("/k/vmlinuz", "/k/initrd", "console=ttyS0 quiet panic=1 memhp_default_state=online x=1"),
+                new SerialConsoleFragment("/run/vm/console.log"),
+                new QmpFragment("/run/vm/qmp.sock"),
+                new VirtioSerialFragment("/run/vm/agent.sock"),
+                new NinePShareFragment("/run/share", "tag"),
+                new RngFragment(),
+                new PidFileFragment("/run/vm/qemu.pid"),
+            ],
+            fragments);
+        var args = QemuCommandLine.Args(fragments);
+        Assert.Equal(["-name", "sb", "-no-user-config", "-nodefaults"], args.Take(4));
+    }
+
+    [Fact]
+    public void A_vsock_vm_gets_vhost_vsock_and_no_virtio_serial_or_share()
+    {
+        var spec = new VmSpec { SandboxId = "sb", WorkDirectory = "/run/vm", Config = new HypervisorConfig() };
+
+        var fragments = QemuCommandLine.Fragments(spec, new HostResolution(AcceleratorKind.Kvm, AgentTransportKind.Vsock), guestCid: 77);
+
+        Assert.Contains(new VsockFragment(77), fragments);
+        Assert.Contains(new MachineFragment("q35", AcceleratorKind.Kvm), fragments);
+        Assert.DoesNotContain(fragments, f => f is VirtioSerialFragment or NinePShareFragment);
+        Assert.Throws<ArgumentException>(() =>
+            QemuCommandLine.Fragments(spec, new HostResolution(AcceleratorKind.Kvm, AgentTransportKind.Vsock), guestCid: null));
+    }
+
+    [Fact]
+    public void SharedFs_none_adds_no_9p_device()
+    {
+        var spec = new VmSpec { SandboxId = "sb", WorkDirectory = "/run/vm", Config = new HypervisorConfig { SharedFs = "none" } };
+
+        var fragments = QemuCommandLine.Fragments(spec, new HostResolution(AcceleratorKind.Tcg, AgentTransportKind.VirtioSerial), null);
+
+        Assert.DoesNotContain(fragments, f => f is NinePShareFragment);
+    }
+
+    [Theory]
+    [InlineData("", "/tmp/vm", null, "none", "sandbox id is empty")]
+    [InlineData("sb", "relative/vm", null, "none", "work directory must be an absolute path: \"relative/vm\"")]
+    [InlineData("sb", "/tmp/vm", "/tmp/share-that-does-not-exist-hvt", "virtio-9p", "shared directory not found: /tmp/share-that-does-not-exist-hvt")]
+    [InlineData("sb", "/tmp/vm", "/tmp", "none", "a shared directory was requested (/tmp) but sharedFs is none (hypervisor config field sharedFs)")]
+    public void ValidateSpec_rejects_bad_specs(string id, string workDir, string? shared, string sharedFs, string message)
+    {
+        var spec = new VmSpec { SandboxId = id, WorkDirectory = workDir, SharedDirectory = shared, Config = new HypervisorConfig { SharedFs = sharedFs } };
+
+        var e = Assert.ThrowsAny<HypervisorException>(() => QemuCommandLine.ValidateSpec(spec));
+        Assert.Equal(message, e.Message);
+    }
+
+    [Fact]
+    public void ValidateSpec_rejects_a_work_directory_too_long_for_unix_sockets()
+    {
+        var dir = "/" + new string('d', 100);
+        var spec = new VmSpec { SandboxId = "sb", WorkDirectory = dir, Config = new HypervisorConfig() };
+
+        var e = Assert.Throws<HypervisorException>(() => QemuCommandLine.ValidateSpec(spec));
+        Assert.Equal($"work directory too long for unix sockets: {dir}/qmp.sock is 110 bytes, the limit is 107", e.Message);
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("a,b")]
+    [InlineData("has space")]
+    [InlineData("0123456789012345678901234567890123")]
+    public void ValidateSpec_rejects_bad_9p_mount_tags(string tag)
+    {
+        var spec = new VmSpec { SandboxId = "sb", WorkDirectory = "/tmp/vm", SharedDirectory = "/tmp", ShareMountTag = tag, Config = new HypervisorConfig() };
+
+        var e = Assert.Throws<HypervisorException>(() => QemuCommandLine.ValidateSpec(spec));
+        Assert.StartsWith($"invalid 9p mount tag \"{tag}\"", e.Message, StringComparison.Ordinal);
+    }
+}
