@@ -1,0 +1,165 @@
+using System.Collections.Concurrent;
+using System.Threading.Channels;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using ShimV2.Agent.Protocol.V1;
+using ShimV2.Ttrpc;
+
+namespace ShimV2.Shim.Tests;
+
+/// <summary>A scripted guest agent served over real TTRPC: the unit seam under the task service.</summary>
+internal sealed class FakeAgent
+{
+    private int _nextPid = 100;
+
+    public ConcurrentDictionary<string, GuestProcess> Processes { get; } = new(StringComparer.Ordinal);
+
+    public ConcurrentQueue<string> Calls { get; } = new();
+
+    public GuestProcess Process(string containerId, string execId = "") => Processes[$"{containerId}/{execId}"];
+
+    public TtrpcServiceDefinition Definition() =>
+        TtrpcServiceDefinition.Create(AgentReflection.Descriptor.Services[0])
+            .AddUnary<CheckRequest, CheckResponse>("Check", (r, c) => Task.FromResult(new CheckResponse()))
+            .AddUnary<CreateContainerRequest, CreateContainerResponse>("CreateContainer", (r, c) =>
+            {
+                Calls.Enqueue($"create {r.ContainerId}");
+                var p = Add(r.ContainerId, string.Empty);
+                return Task.FromResult(new CreateContainerResponse { Pid = p.Pid });
+            })
+            .AddUnary<StartContainerRequest, Empty>("StartContainer", (r, c) =>
+            {
+                Calls.Enqueue($"start {r.ContainerId}");
+                return Task.FromResult(new Empty());
+            })
+            .AddUnary<Agent.Protocol.V1.ExecProcessRequest, ExecProcessResponse>("ExecProcess", (r, c) =>
+            {
+                Calls.Enqueue($"exec {r.ContainerId}/{r.ExecId} {r.ProcessJson.ToStringUtf8()}");
+                var p = Add(r.ContainerId, r.ExecId);
+                return Task.FromResult(new ExecProcessResponse { Pid = p.Pid });
+            })
+            .AddUnary<WaitProcessRequest, WaitProcessResponse>("WaitProcess", async (r, c) =>
+            {
+                var p = Get(r.ContainerId, r.ExecId);
+                var (status, oom) = await p.Exit.Task;
+                return new WaitProcessResponse { ExitStatus = status, Pid = p.Pid, OomKilled = oom };
+            })
+            .AddUnary<SignalProcessRequest, Empty>("SignalProcess", (r, c) =>
+            {
+                Calls.Enqueue($"signal {r.ContainerId}/{r.ExecId} {r.Signal} all={r.All}");
+                var targets = r.All
+                    ? Processes.Values.Where(p => p.ContainerId == r.ContainerId)
+                    : [Get(r.ContainerId, r.ExecId)];
+                foreach (var p in targets)
+                {
+                    p.End(128 + r.Signal);
+                }
+
+                return Task.FromResult(new Empty());
+            })
+            .AddUnary<RemoveContainerRequest, Empty>("RemoveContainer", (r, c) =>
+            {
+                Calls.Enqueue($"remove {r.ContainerId}");
+                Get(r.ContainerId, string.Empty).End(137);
+                return Task.FromResult(new Empty());
+            })
+            .AddUnary<ReadStreamRequest, ReadStreamResponse>("ReadStdout", async (r, c) =>
+            {
+                var p = Get(r.ContainerId, r.ExecId);
+                var data = await p.Stdout.Reader.WaitToReadAsync(c.CancellationToken) && p.Stdout.Reader.TryRead(out var chunk) ? chunk : [];
+                return new ReadStreamResponse { Data = ByteString.CopyFrom(data) };
+            })
+            .AddUnary<ReadStreamRequest, ReadStreamResponse>("ReadStderr", async (r, c) =>
+            {
+                await Get(r.ContainerId, r.ExecId).Exit.Task;
+                return new ReadStreamResponse();
+            })
+            .AddUnary<WriteStreamRequest, WriteStreamResponse>("WriteStdin", (r, c) =>
+            {
+                Get(r.ContainerId, r.ExecId).Stdin.Write(r.Data.Span);
+                return Task.FromResult(new WriteStreamResponse { Len = (uint)r.Data.Length });
+            })
+            .AddUnary<CloseStdinRequest, Empty>("CloseStdin", (r, c) =>
+            {
+                var p = Get(r.ContainerId, r.ExecId);
+                p.StdinClosed.TrySetResult(p.Stdin.ToArray());
+                return Task.FromResult(new Empty());
+            })
+            .AddUnary<ContainerRequest, Empty>("PauseContainer", (r, c) =>
+            {
+                Calls.Enqueue($"pause {r.ContainerId}");
+                return Task.FromResult(new Empty());
+            })
+            .AddUnary<ContainerRequest, Empty>("ResumeContainer", (r, c) =>
+            {
+                Calls.Enqueue($"resume {r.ContainerId}");
+                return Task.FromResult(new Empty());
+            })
+            .AddUnary<ContainerRequest, ListProcessesResponse>("ListProcesses", (r, c) =>
+            {
+                var response = new ListProcessesResponse();
+                response.Processes.AddRange(Processes.Values.Where(p => p.ContainerId == r.ContainerId && !p.Exit.Task.IsCompleted)
+                    .Select(p => new ProcessEntry { Pid = p.Pid, ExecId = p.ExecId }));
+                return Task.FromResult(response);
+            })
+            .AddUnary<ContainerRequest, StatsContainerResponse>("StatsContainer", (r, c) =>
+                Task.FromResult(new StatsContainerResponse
+                {
+                    CgroupVersion = "v2",
+                    CpuUsageUsec = 1500,
+                    MemoryUsageBytes = 4096,
+                    MemoryLimitBytes = 1 << 30,
+                    PidsCurrent = 2,
+                }))
+            .AddUnary<UpdateContainerRequest, Empty>("UpdateContainer", (r, c) =>
+            {
+                Calls.Enqueue($"update {r.ContainerId} {r.ResourcesJson.ToStringUtf8()}");
+                return Task.FromResult(new Empty());
+            })
+            .Build();
+
+    private GuestProcess Add(string containerId, string execId)
+    {
+        var p = new GuestProcess(containerId, execId, (uint)Interlocked.Increment(ref _nextPid));
+        if (!Processes.TryAdd($"{containerId}/{execId}", p))
+        {
+            throw new TtrpcException(TtrpcStatusCode.AlreadyExists, $"{containerId}/{execId} exists");
+        }
+
+        return p;
+    }
+
+    private GuestProcess Get(string containerId, string execId) =>
+        Processes.TryGetValue($"{containerId}/{execId}", out var p)
+            ? p
+            : throw new TtrpcException(TtrpcStatusCode.NotFound, $"process {containerId}/{execId} not found");
+
+    internal sealed class GuestProcess(string containerId, string execId, uint pid)
+    {
+        public string ContainerId { get; } = containerId;
+
+        public string ExecId { get; } = execId;
+
+        public uint Pid { get; } = pid;
+
+        public TaskCompletionSource<(uint Status, bool Oom)> Exit { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Channel<byte[]> Stdout { get; } = Channel.CreateUnbounded<byte[]>();
+
+        public MemoryStream Stdin { get; } = new();
+
+        public TaskCompletionSource<byte[]> StdinClosed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>The process writes to stdout and exits: output first, as a real pipe delivers it.</summary>
+        public void End(uint status, string output = "", bool oom = false)
+        {
+            if (output.Length > 0)
+            {
+                Stdout.Writer.TryWrite(System.Text.Encoding.UTF8.GetBytes(output));
+            }
+
+            Stdout.Writer.TryComplete();
+            Exit.TrySetResult((status, oom));
+        }
+    }
+}
