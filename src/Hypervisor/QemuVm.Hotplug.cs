@@ -18,6 +18,8 @@ public sealed partial class QemuVm
 
     private const long MiB = 1024 * 1024;
 
+    private const string PanicMarker = "Kernel panic - not syncing";
+
     private readonly SemaphoreSlim hotplugLock = new(1, 1);
     private int hotplugSerial;
 
@@ -123,7 +125,8 @@ public sealed partial class QemuVm
         }
     }
 
-    /// <summary>The last non-empty lines of the guest console (console.log), joined with " / "; null when there are none.</summary>
+    /// <summary>The last non-empty lines of the guest console (console.log), joined with " / ", led by the kernel's
+    /// "Kernel panic - not syncing: ..." line when one scrolled out of them; null when there are none.</summary>
     public string? ConsoleTail(int maxLines = 3)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxLines);
@@ -136,12 +139,20 @@ public sealed partial class QemuVm
             var buffer = new byte[file.Length - start];
             file.ReadExactly(buffer);
             var text = System.Text.Encoding.UTF8.GetString(buffer);
-            var lines = text.Split('\n')
+            var all = text.Split('\n')
                 .Skip(start > 0 ? 1 : 0)
-                .Select(l => new string(l.Where(c => !char.IsControl(c)).ToArray()).Trim())
+                .Select(l => new string(TerminalEscape().Replace(l, "").Where(c => !char.IsControl(c)).ToArray()).Trim())
                 .Where(l => l.Length > 0)
-                .TakeLast(maxLines)
                 .ToList();
+            var lines = all.TakeLast(maxLines).ToList();
+
+            // A panic's reason is followed by a stack dump; keep the reason, it is what explains the death.
+            var panic = all.FindLastIndex(l => l.Contains(PanicMarker, StringComparison.Ordinal) && !l.Contains("---[ end", StringComparison.Ordinal));
+            if (panic >= 0 && panic < all.Count - lines.Count)
+            {
+                lines.Insert(0, all[panic] + " ...");
+            }
+
             return lines.Count == 0 ? null : string.Join(" / ", lines);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -149,6 +160,10 @@ public sealed partial class QemuVm
             return null;
         }
     }
+
+    /// <summary>VT100 sequences the firmware writes to the serial console (clear screen, reset, ...).</summary>
+    [System.Text.RegularExpressions.GeneratedRegex(@"\x1B(\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_a-z])")]
+    private static partial System.Text.RegularExpressions.Regex TerminalEscape();
 
     private async Task RemoveBackendQuietlyAsync(string backend)
     {
