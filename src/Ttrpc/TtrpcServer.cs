@@ -180,16 +180,16 @@ public sealed class TtrpcServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Closes everything at once (a forced <see cref="ShutdownAsync"/>).</summary>
+    /// <summary>Closes everything at once (a forced <see cref="ShutdownAsync"/>). Safe to call more than once.</summary>
+    /// <remarks>
+    /// <c>_stopAccepting</c> is deliberately not disposed: it has no timer, and a disposed source would make a later
+    /// <see cref="ShutdownAsync"/>, <see cref="ServeAsync"/> or second dispose throw instead of doing nothing.
+    /// </remarks>
     public async ValueTask DisposeAsync()
     {
-        using (var now = new CancellationTokenSource())
-        {
-            await now.CancelAsync();
-            await ShutdownAsync(now.Token);
-        }
-
-        _stopAccepting.Dispose();
+        using var now = new CancellationTokenSource();
+        await now.CancelAsync();
+        await ShutdownAsync(now.Token);
     }
 
     internal bool TryFindMethod(string service, string method, out UnaryMethodHandler? handler, out string? error)
