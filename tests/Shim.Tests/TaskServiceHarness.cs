@@ -108,6 +108,19 @@ internal sealed class TaskServiceHarness : IAsyncDisposable
 
         public bool Stopped => _exited.Task.IsCompleted;
 
+        public SandboxSize BootSize { get; } = new(1, 512);
+
+        public SandboxSize Size { get; private set; } = new(1, 512);
+
+        public List<SandboxSize> Grows { get; } = [];
+
+        public Task<SandboxSize> GrowAsync(SandboxSize wanted, CancellationToken cancellationToken)
+        {
+            Grows.Add(wanted);
+            Size = new SandboxSize(Math.Max(Size.Vcpus, wanted.Vcpus), Math.Max(Size.MemoryMiB, wanted.MemoryMiB));
+            return Task.FromResult(Size);
+        }
+
         public Task PauseVmAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
         public Task ResumeVmAsync(CancellationToken cancellationToken) => Task.CompletedTask;

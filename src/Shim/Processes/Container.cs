@@ -17,6 +17,9 @@ public sealed class Container(string id, string bundle, BundleSpec spec, ShimPro
     /// <summary>Where the rootfs is mounted on the host, inside the sandbox share.</summary>
     public string RootfsOnHost { get; } = rootfsOnHost;
 
+    /// <summary>What this container's limits add to the VM's size (updated by Update).</summary>
+    public Sandbox.SandboxSize Needs { get; set; }
+
     public ConcurrentDictionary<string, ShimProcess> Execs { get; } = new(StringComparer.Ordinal);
 
     public ShimProcess Process(string execId) =>

@@ -22,6 +22,18 @@ public interface ISandbox : IAsyncDisposable
 
     Task ResumeVmAsync(CancellationToken cancellationToken);
 
+    /// <summary>The VM's size now (boot size plus what was hot-plugged).</summary>
+    SandboxSize Size { get; }
+
+    /// <summary>The VM's size at boot: what containers without limits share.</summary>
+    SandboxSize BootSize { get; }
+
+    /// <summary>
+    /// Grows the VM to at least <paramref name="wanted"/> (vCPU and memory hotplug, then onlined in the guest),
+    /// capped at the config's maxima. Never shrinks. Returns the size reached.
+    /// </summary>
+    Task<SandboxSize> GrowAsync(SandboxSize wanted, CancellationToken cancellationToken);
+
     /// <summary>Stops the VM and removes the sandbox's host state; idempotent.</summary>
     Task StopAsync(CancellationToken cancellationToken);
 }

@@ -12,10 +12,15 @@ public sealed partial class QemuSandbox : ISandbox
     private readonly QemuVm _vm;
     private readonly TtrpcClient _connection;
     private readonly ILogger _logger;
+    private readonly SemaphoreSlim _resize = new(1, 1);
+    private readonly HypervisorConfig _config;
     private int _stopped;
 
-    private QemuSandbox(string id, SandboxPaths paths, QemuVm vm, TtrpcClient connection, ILogger logger)
+    private QemuSandbox(string id, SandboxPaths paths, QemuVm vm, TtrpcClient connection, HypervisorConfig config, ILogger logger)
     {
+        _config = config;
+        BootSize = new SandboxSize(config.VCpus, config.MemoryMiB);
+        Size = BootSize;
         Id = id;
         Paths = paths;
         _vm = vm;
@@ -92,7 +97,7 @@ public sealed partial class QemuSandbox : ISandbox
                 },
                 null,
                 boot.Token);
-            return new QemuSandbox(request.SandboxId, paths, vm, connection, logger);
+            return new QemuSandbox(request.SandboxId, paths, vm, connection, config, logger);
         }
         catch (Exception e)
         {
@@ -114,6 +119,47 @@ public sealed partial class QemuSandbox : ISandbox
             }
 
             throw;
+        }
+    }
+
+    public SandboxSize Size { get; private set; }
+
+    public SandboxSize BootSize { get; }
+
+    public async Task<SandboxSize> GrowAsync(SandboxSize wanted, CancellationToken cancellationToken)
+    {
+        await _resize.WaitAsync(cancellationToken);
+        try
+        {
+            var target = new SandboxSize(
+                Math.Min(wanted.Vcpus, _config.EffectiveMaxVCpus), Math.Min(wanted.MemoryMiB, _config.EffectiveMaxMemoryMiB));
+            if (target.Vcpus < wanted.Vcpus || target.MemoryMiB < wanted.MemoryMiB)
+            {
+                LogCapped(_logger, Id, wanted.Vcpus, wanted.MemoryMiB, target.Vcpus, target.MemoryMiB);
+            }
+
+            if (target.Vcpus > Size.Vcpus)
+            {
+                var added = target.Vcpus - Size.Vcpus;
+                var result = await _vm.HotplugVcpusAsync(added, cancellationToken);
+                Size = Size with { Vcpus = result.Vcpus };
+                await Agent.OnlineCpuMemAsync(
+                    new ShimV2.Agent.Protocol.V1.OnlineCpuMemRequest { NbCpus = (uint)added, CpuOnly = true }, null, cancellationToken);
+            }
+
+            if (target.MemoryMiB > Size.MemoryMiB)
+            {
+                var result = await _vm.HotplugMemoryAsync(target.MemoryMiB - Size.MemoryMiB, cancellationToken);
+                Size = Size with { MemoryMiB = result.TotalMiB };
+                await Agent.OnlineCpuMemAsync(new ShimV2.Agent.Protocol.V1.OnlineCpuMemRequest(), null, cancellationToken);
+            }
+
+            LogSize(_logger, Id, Size.Vcpus, Size.MemoryMiB);
+            return Size;
+        }
+        finally
+        {
+            _resize.Release();
         }
     }
 
@@ -179,6 +225,12 @@ public sealed partial class QemuSandbox : ISandbox
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId}: agent did not take DestroySandbox: {Reason}")]
     private static partial void LogAgentGone(ILogger logger, string sandboxId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId}: containers ask for {Vcpus} vCPUs / {MemoryMiB} MiB, the config allows {MaxVcpus} / {MaxMemoryMiB} MiB")]
+    private static partial void LogCapped(ILogger logger, string sandboxId, int vcpus, int memoryMiB, int maxVcpus, int maxMemoryMiB);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId}: VM now has {Vcpus} vCPUs and {MemoryMiB} MiB")]
+    private static partial void LogSize(ILogger logger, string sandboxId, int vcpus, int memoryMiB);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId}: VM stopped, host state removed")]
     private static partial void LogVmStopped(ILogger logger, string sandboxId);

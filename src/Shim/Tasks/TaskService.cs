@@ -11,6 +11,7 @@ using ShimV2.Shim.Events;
 using ShimV2.Shim.Processes;
 using ShimV2.Shim.Sandbox;
 using ShimV2.Shim.Stdio;
+using ShimV2.Hypervisor;
 using ShimV2.Ttrpc;
 
 namespace ShimV2.Shim.Tasks;
@@ -100,6 +101,8 @@ public sealed partial class TaskService : IAsyncDisposable
                         bind.ReadOnly);
                 }
 
+                var needs = SandboxSize.FromSpec(specJson);
+                await GrowAsync(sandbox, needs, cancellationToken);
                 var stdio = new StdioConfig(request.Stdin, request.Stdout, request.Stderr, request.Terminal);
                 var created = await sandbox.Agent.CreateContainerAsync(
                     new CreateContainerRequest
@@ -117,6 +120,7 @@ public sealed partial class TaskService : IAsyncDisposable
 
                 var init = new ShimProcess(request.Id, string.Empty, stdio, (uint)sandbox.Pid) { GuestPid = created.Pid };
                 var container = new Container(request.Id, request.Bundle, spec, init, rootfs);
+                container.Needs = needs;
                 init.Io = new StdioForwarder(stdio, new AgentStdio(sandbox.Agent, request.Id, string.Empty), _logger, request.Id);
                 init.Io.Start();
                 _containers[request.Id] = container;
@@ -416,9 +420,18 @@ public sealed partial class TaskService : IAsyncDisposable
 
     public async Task<Empty> UpdateAsync(UpdateTaskRequest request, CancellationToken cancellationToken)
     {
-        Get(request.Id);
+        var container = Get(request.Id);
         var resources = request.Resources?.Value ?? throw Errors.InvalidArgument("update needs resources");
-        await RequireSandbox().Agent.UpdateContainerAsync(
+        var sandbox = RequireSandbox();
+        var needs = SandboxSize.FromResources(resources.Span);
+        if (needs.Vcpus > container.Needs.Vcpus || needs.MemoryMiB > container.Needs.MemoryMiB)
+        {
+            // Grow first, so the raised limit has somewhere to go; a VM never shrinks.
+            container.Needs = new SandboxSize(Math.Max(needs.Vcpus, container.Needs.Vcpus), Math.Max(needs.MemoryMiB, container.Needs.MemoryMiB));
+            await GrowAsync(sandbox, default, cancellationToken);
+        }
+
+        await sandbox.Agent.UpdateContainerAsync(
             new UpdateContainerRequest { ContainerId = request.Id, ResourcesJson = resources }, null, cancellationToken);
         return new Empty();
     }
@@ -525,6 +538,26 @@ public sealed partial class TaskService : IAsyncDisposable
         LogExited(_logger, process.EventId, status);
     }
 
+    /// <summary>Sizes the VM as Kata does: its boot size plus every container's limits (and <paramref name="extra"/>
+    /// for one not registered yet). Hotplug failing is logged, not fatal: the guest cgroups still hold the limits.</summary>
+    private async Task GrowAsync(ISandbox sandbox, SandboxSize extra, CancellationToken cancellationToken)
+    {
+        var wanted = _containers.Values.Aggregate(sandbox.BootSize + extra, (size, c) => size + c.Needs);
+        if (wanted.Vcpus <= sandbox.Size.Vcpus && wanted.MemoryMiB <= sandbox.Size.MemoryMiB)
+        {
+            return;
+        }
+
+        try
+        {
+            await sandbox.GrowAsync(wanted, cancellationToken);
+        }
+        catch (Exception e) when (e is HypervisorException or TtrpcException)
+        {
+            LogGrowFailed(_logger, sandbox.Id, wanted.Vcpus, wanted.MemoryMiB, e.Message);
+        }
+    }
+
     private async Task WatchSandboxAsync(ISandbox sandbox)
     {
         await sandbox.Exited.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
@@ -611,6 +644,9 @@ public sealed partial class TaskService : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Error, Message = "sandbox {SandboxId}: the VM exited")]
     private static partial void LogVmGone(ILogger logger, string sandboxId);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId}: could not grow the VM to {Vcpus} vCPUs / {MemoryMiB} MiB: {Reason}")]
+    private static partial void LogGrowFailed(ILogger logger, string sandboxId, int vcpus, int memoryMiB, string reason);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "shutdown requested with {Count} containers left")]
     private static partial void LogShutdown(ILogger logger, int count);
