@@ -157,11 +157,13 @@ public sealed class TtrpcServer : IAsyncDisposable
             connections = [.. _connections];
         }
 
-        await _stopAccepting.CancelAsync();
+        // Drain before the first await: once ShutdownAsync has been called, every request read is refused.
         foreach (var connection in connections)
         {
             connection.BeginGracefulClose();
         }
+
+        await _stopAccepting.CancelAsync();
 
         var closed = Task.WhenAll(connections.Select(c => c.Closed));
         try
