@@ -9,6 +9,8 @@ namespace ShimV2.Cli;
 /// </summary>
 internal static class StartCommand
 {
+    private static System.Net.Sockets.Socket? s_listener;
+
     public static int Run(ShimFlags flags)
     {
         try
@@ -22,7 +24,10 @@ internal static class StartCommand
 
             if (!ShimSocket.Accepts(path))
             {
-                using var listener = ShimSocket.Listen(path);
+                // Never disposed on success: .NET unlinks a socket file it bound when the Socket is disposed, and the
+                // daemon now owns the listening fd. Process exit closes our copy.
+                var listener = ShimSocket.Listen(path);
+                s_listener = listener;
                 var environment = Environment.GetEnvironmentVariables()
                     .Cast<System.Collections.DictionaryEntry>()
                     .ToDictionary(e => (string)e.Key, e => (string?)e.Value ?? string.Empty, StringComparer.Ordinal);
@@ -57,6 +62,7 @@ internal static class StartCommand
                 }
                 catch
                 {
+                    listener.Dispose();
                     File.Delete(path);
                     throw;
                 }
