@@ -201,18 +201,7 @@ public sealed partial class QemuSandbox : ISandbox
         MountTable.RemoveTree(paths.Root);
     }
 
-    private static string ConsoleTail(QemuVm vm)
-    {
-        try
-        {
-            var lines = File.ReadLines(vm.ConsoleLogPath).Where(l => l.Trim().Length > 0).TakeLast(1).ToList();
-            return lines.Count == 0 ? string.Empty : $" (last line: {lines[0].Trim()})";
-        }
-        catch (IOException)
-        {
-            return string.Empty;
-        }
-    }
+    private static string ConsoleTail(QemuVm vm) => vm.ConsoleTail() is { } tail ? $" (console: {tail})" : string.Empty;
 
     [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId}: QEMU started, pid {Pid}, agent over {Transport}")]
     private static partial void LogVmStarted(ILogger logger, string sandboxId, int pid, AgentTransportKind transport);
