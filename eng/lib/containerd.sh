@@ -8,6 +8,7 @@
 #   import_busybox [REF]        # builds the busybox OCI tarball (cached) and imports it; REF defaults to
 #                               # docker.io/library/busybox:csharp
 #   containerd_stop             # kills containerd, leftover shims and QEMUs, unmounts, removes CTRD_DIR
+#   containerd_reap_stale       # cleans up private containerds whose owner died (killed test host, ^C'd demo)
 #
 # containerd_stop is safe to call twice and from an EXIT trap.
 
@@ -59,6 +60,8 @@ TOML
   PATH="$path" setsid containerd --config "$CTRD_DIR/config.toml" >"$CTRD_LOG" 2>&1 </dev/null &
   CTRD_PID=$!
   export CTRD_PID
+  echo "$CTRD_PID" >"$CTRD_DIR/containerd.pid"
+  echo "$$" >"$CTRD_DIR/owner.pid"
   local deadline=$(( $(now_ms) + 30000 ))
   until ctr --address "$CTRD_SOCK" version >/dev/null 2>&1; do
     if ! kill -0 "$CTRD_PID" 2>/dev/null; then
@@ -193,4 +196,25 @@ containerd_stop() {
   _unmount_under "$dir"
   rm -rf --one-file-system "$dir" 2>/dev/null || { _unmount_under "$dir"; rm -rf --one-file-system "$dir" || warn "could not remove $dir"; }
   unset CTRD_DIR CTRD_SOCK CTRD_PID CTRD_LOG
+}
+
+# containerd_reap_stale: stops private containerds (ours and the E2E harness's, /tmp/csharp-ctrd.* and
+# /tmp/csharp-e2e.*) whose owner process is gone, e.g. after a test host was killed. Each such dir has
+# containerd.pid and owner.pid files.
+containerd_reap_stale() {
+  local d owner
+  for d in /tmp/csharp-ctrd.* /tmp/csharp-e2e.*; do
+    [[ -d "$d" && -f "$d/owner.pid" ]] || continue
+    owner="$(cat "$d/owner.pid" 2>/dev/null)"
+    [[ -n "$owner" && -d "/proc/$owner" ]] && continue
+    warn "reaping stale private containerd in $d (owner $owner is gone)"
+    (
+      CTRD_DIR="$d" CTRD_SOCK="$d/containerd.sock" CTRD_PID="$(cat "$d/containerd.pid" 2>/dev/null)"
+      # Only signal the recorded pid if it still is a containerd using this dir.
+      if [[ -n "$CTRD_PID" ]] && ! tr '\0' ' ' <"/proc/$CTRD_PID/cmdline" 2>/dev/null | grep -qF "$d/config.toml"; then
+        CTRD_PID=""
+      fi
+      containerd_stop
+    )
+  done
 }
