@@ -1,0 +1,441 @@
+using ShimV2.GuestAgent.Native;
+using ShimV2.GuestAgent.Oci;
+
+namespace ShimV2.GuestAgent.Helper;
+
+/// <summary>What the planner needs to know about the guest.</summary>
+internal sealed record PlannerContext
+{
+    /// <summary>cgroup v2 is mounted at /sys/fs/cgroup: "cgroup" mounts become cgroup2.</summary>
+    public bool Cgroup2 { get; init; }
+
+    /// <summary>
+    /// Where the host share is mounted in the guest. The shim bind-mounts each bind source into the share
+    /// (&lt;share&gt;/&lt;container-id&gt;/mounts/&lt;i&gt;-&lt;name&gt;) and rewrites the spec's source to that guest path;
+    /// sources under the share are used as they are, other bind sources are skipped with a warning.
+    /// </summary>
+    public string? SharePath { get; init; }
+
+    /// <summary>Use MS_MOVE + chroot instead of pivot_root (the helper falls back by itself on initramfs).</summary>
+    public bool NoPivot { get; init; }
+
+    /// <summary>The guest's device nodes bound into /dev (tests can point elsewhere).</summary>
+    public string GuestDevDirectory { get; init; } = "/dev";
+}
+
+/// <summary>The instructions for one process, and what the agent keeps from the decisions.</summary>
+internal sealed class ProcessPlan
+{
+    public required HelperInstructions Instructions { get; init; }
+
+    /// <summary>CLONE_NEW* flags of the namespaces the container owns (create) or joined (exec).</summary>
+    public uint NamespaceFlags { get; init; }
+
+    public required IReadOnlyList<string> Args { get; init; }
+
+    public OciBox? ConsoleSize { get; init; }
+
+    public List<string> Warnings { get; } = [];
+}
+
+/// <summary>
+/// All container policy: reads the OCI spec and decides namespaces, mounts, devices, user, capabilities,
+/// limits, hostname, environment; the helper only executes the resulting instructions.
+/// </summary>
+internal static class ContainerPlanner
+{
+    public const string DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+    private static readonly string[] DefaultDevices = ["null", "zero", "full", "random", "urandom", "tty"];
+
+    /// <summary>Namespaces an exec joins, in setns order (mount last: it changes what paths mean).</summary>
+    private static readonly (uint Flag, string Name)[] JoinOrder =
+    [
+        (Libc.CLONE_NEWIPC, "ipc"),
+        (Libc.CLONE_NEWUTS, "uts"),
+        (Libc.CLONE_NEWNET, "net"),
+        (Libc.CLONE_NEWPID, "pid"),
+        (Libc.CLONE_NEWCGROUP, "cgroup"),
+        (Libc.CLONE_NEWNS, "mnt"),
+    ];
+
+    public static ProcessPlan PlanCreate(OciSpec spec, string rootfs, bool terminal, string? consolePath, PlannerContext context)
+    {
+        var process = spec.Process ?? throw AgentException.InvalidArgument("the OCI spec has no process");
+        if (!rootfs.StartsWith('/'))
+        {
+            throw AgentException.InvalidArgument($"rootfs path \"{rootfs}\" is not absolute");
+        }
+
+        var ins = new HelperInstructions().Mode(HelperMode.Create);
+        var warnings = new List<string>();
+        var flags = Namespaces(spec, warnings);
+        ins.Unshare(flags);
+        ins.Rootfs(rootfs);
+        ins.RootPropagation(MountOptionParser.RootPropagation(spec.Linux?.RootfsPropagation));
+        if (context.NoPivot)
+        {
+            ins.NoPivot();
+        }
+
+        var devMounted = Mounts(ins, spec, context, warnings);
+        if (devMounted)
+        {
+            Devices(ins, spec, terminal ? consolePath : null, context, warnings);
+        }
+
+        if (!string.IsNullOrEmpty(spec.Hostname))
+        {
+            if ((flags & Libc.CLONE_NEWUTS) != 0)
+            {
+                ins.Hostname(spec.Hostname);
+            }
+            else
+            {
+                warnings.Add($"hostname \"{spec.Hostname}\" ignored: the container shares the sandbox's UTS namespace");
+            }
+        }
+
+        if (!string.IsNullOrEmpty(spec.Domainname) && (flags & Libc.CLONE_NEWUTS) != 0)
+        {
+            ins.Domainname(spec.Domainname);
+        }
+
+        foreach (var (key, value) in spec.Linux?.Sysctl ?? [])
+        {
+            if (key.Contains('/', StringComparison.Ordinal) || key.Contains("..", StringComparison.Ordinal))
+            {
+                throw AgentException.InvalidArgument($"invalid sysctl \"{key}\"");
+            }
+
+            ins.Sysctl(key, value);
+        }
+
+        foreach (var path in spec.Linux?.MaskedPaths ?? [])
+        {
+            ins.Mask(Absolute(path));
+        }
+
+        foreach (var path in spec.Linux?.ReadonlyPaths ?? [])
+        {
+            ins.Readonly(Absolute(path));
+        }
+
+        if (spec.Root?.Readonly == true)
+        {
+            ins.RootReadonly();
+        }
+
+        var cwd = Cwd(process);
+        if (cwd != "/")
+        {
+            ins.Mkdir(0755, cwd);
+        }
+
+        var plan = new ProcessPlan
+        {
+            Instructions = ins,
+            NamespaceFlags = flags,
+            Args = process.Args ?? [],
+            ConsoleSize = process.ConsoleSize,
+        };
+        plan.Warnings.AddRange(warnings);
+        AddProcess(ins, process, terminal, init: true, passwdRoot: rootfs, plan.Warnings);
+        return plan;
+    }
+
+    /// <summary>An extra process in the namespaces of a running container's init.</summary>
+    public static ProcessPlan PlanExec(int initPid, uint containerNamespaces, OciProcess process, bool terminal)
+    {
+        var ins = new HelperInstructions().Mode(HelperMode.Exec);
+        foreach (var (flag, name) in JoinOrder)
+        {
+            if ((containerNamespaces & flag) != 0)
+            {
+                ins.SetNs(flag, $"/proc/{initPid}/ns/{name}");
+            }
+        }
+
+        var plan = new ProcessPlan
+        {
+            Instructions = ins,
+            NamespaceFlags = containerNamespaces,
+            Args = process.Args ?? [],
+            ConsoleSize = process.ConsoleSize,
+        };
+        AddProcess(ins, process, terminal, init: false, passwdRoot: $"/proc/{initPid}/root", plan.Warnings);
+        return plan;
+    }
+
+    private static uint Namespaces(OciSpec spec, List<string> warnings)
+    {
+        uint flags = Libc.CLONE_NEWNS;
+        foreach (var ns in spec.Linux?.Namespaces ?? [])
+        {
+            var joins = !string.IsNullOrEmpty(ns.Path);
+            switch (ns.Type)
+            {
+                case "mount":
+                    break;
+                case "pid":
+                    if (joins)
+                    {
+                        warnings.Add($"pid namespace path {ns.Path} is a host path: the container gets its own PID namespace");
+                    }
+
+                    flags |= Libc.CLONE_NEWPID;
+                    break;
+                case "uts":
+                    // A path means "the pod's": in a VM per pod that is the sandbox's, which the agent holds.
+                    flags |= joins ? 0 : Libc.CLONE_NEWUTS;
+                    break;
+                case "ipc":
+                    flags |= joins ? 0 : Libc.CLONE_NEWIPC;
+                    break;
+                case "cgroup":
+                    flags |= joins ? 0 : Libc.CLONE_NEWCGROUP;
+                    break;
+                case "network":
+                    // The VM's network is the pod's network: never a new, empty one.
+                    break;
+                case "user":
+                    throw AgentException.InvalidArgument("user namespaces are not supported by the guest agent");
+                case "time":
+                    warnings.Add("time namespace ignored");
+                    break;
+                default:
+                    throw AgentException.InvalidArgument($"unknown namespace type \"{ns.Type}\"");
+            }
+        }
+
+        return flags;
+    }
+
+    /// <summary>Adds the spec's mounts; returns whether /dev is a mount of its own (then devices are populated).</summary>
+    private static bool Mounts(HelperInstructions ins, OciSpec spec, PlannerContext context, List<string> warnings)
+    {
+        var devMounted = false;
+        foreach (var m in spec.Mounts ?? [])
+        {
+            var destination = Absolute(m.Destination);
+            var options = MountOptionParser.Parse(m.Options);
+            var type = m.Type ?? "";
+            if (type is "bind" or "rbind" || options.Bind)
+            {
+                var flags = options.Flags | Libc.MS_BIND | (type == "rbind" ? Libc.MS_REC : 0);
+                var source = ResolveBindSource(m, context);
+                if (source == null)
+                {
+                    if (destination == "/dev/shm")
+                    {
+                        ins.Mount(Libc.MS_NOSUID | Libc.MS_NOEXEC | Libc.MS_NODEV, 0, MountTargetKind.Directory, "shm", destination, "tmpfs", "mode=1777,size=65536k");
+                    }
+                    else
+                    {
+                        warnings.Add($"mount {m.Source} on {destination} skipped: the source is not shared with the guest");
+                    }
+
+                    continue;
+                }
+
+                ins.Mount(flags, options.Propagation, MountTargetKind.Auto, source, destination, "", "");
+                continue;
+            }
+
+            switch (type)
+            {
+                case "cgroup":
+                case "cgroup2":
+                    if (!context.Cgroup2)
+                    {
+                        warnings.Add($"cgroup mount on {destination} skipped: the guest has no cgroup v2 hierarchy");
+                        continue;
+                    }
+
+                    ins.Mount(options.Flags, options.Propagation, MountTargetKind.Directory, "cgroup2", destination, "cgroup2", "");
+                    continue;
+                case "":
+                    throw AgentException.InvalidArgument($"mount on {destination} has no type");
+                default:
+                    if (destination == "/dev")
+                    {
+                        devMounted = true;
+                    }
+
+                    ins.Mount(options.Flags, options.Propagation, MountTargetKind.Directory, m.Source ?? type, destination, type, options.Data);
+                    break;
+            }
+        }
+
+        return devMounted;
+    }
+
+    private static string? ResolveBindSource(OciMount m, PlannerContext context)
+    {
+        var source = m.Source ?? "";
+        if (context.SharePath != null && source.StartsWith(context.SharePath.TrimEnd('/') + "/", StringComparison.Ordinal) && Path.Exists(source))
+        {
+            return source;
+        }
+
+        return null;
+    }
+
+    private static void Devices(HelperInstructions ins, OciSpec spec, string? consolePath, PlannerContext context, List<string> warnings)
+    {
+        foreach (var name in DefaultDevices)
+        {
+            var guest = Path.Combine(context.GuestDevDirectory, name);
+            if (File.Exists(guest))
+            {
+                ins.Mount(Libc.MS_BIND, 0, MountTargetKind.File, guest, "/dev/" + name, "", "");
+            }
+        }
+
+        foreach (var device in spec.Linux?.Devices ?? [])
+        {
+            var path = Absolute(device.Path);
+            if (DefaultDevices.Any(d => path == "/dev/" + d))
+            {
+                continue;
+            }
+
+            if (File.Exists(path))
+            {
+                ins.Mount(Libc.MS_BIND, 0, MountTargetKind.File, path, path, "", "");
+            }
+            else
+            {
+                warnings.Add($"device {path} skipped: the guest has no such node");
+            }
+        }
+
+        if (consolePath != null)
+        {
+            ins.Mount(Libc.MS_BIND, 0, MountTargetKind.File, consolePath, "/dev/console", "", "");
+        }
+
+        ins.Symlink("/proc/self/fd", "/dev/fd");
+        ins.Symlink("/proc/self/fd/0", "/dev/stdin");
+        ins.Symlink("/proc/self/fd/1", "/dev/stdout");
+        ins.Symlink("/proc/self/fd/2", "/dev/stderr");
+        ins.Symlink("pts/ptmx", "/dev/ptmx");
+        if ((spec.Mounts ?? []).Any(m => m.Type == "proc" && Absolute(m.Destination) == "/proc"))
+        {
+            ins.Symlink("/proc/kcore", "/dev/core");
+        }
+    }
+
+    private static void AddProcess(HelperInstructions ins, OciProcess process, bool terminal, bool init, string passwdRoot, List<string> warnings)
+    {
+        if (process.Args is not { Count: > 0 } args || string.IsNullOrEmpty(args[0]))
+        {
+            throw AgentException.InvalidArgument("process args must not be empty");
+        }
+
+        var user = process.User ?? new OciUser();
+        var env = (process.Env ?? []).ToList();
+        if (!env.Any(e => e.StartsWith("HOME=", StringComparison.Ordinal)))
+        {
+            env.Add("HOME=" + HomeOf(passwdRoot, user.Uid));
+        }
+
+        foreach (var e in env)
+        {
+            if (!e.Contains('=', StringComparison.Ordinal))
+            {
+                throw AgentException.InvalidArgument($"environment entry \"{e}\" has no '='");
+            }
+        }
+
+        foreach (var rlimit in process.Rlimits ?? [])
+        {
+            ins.Rlimit(RlimitNames.Resource(rlimit.Type), rlimit.Soft, rlimit.Hard);
+        }
+
+        if (process.OomScoreAdj is { } oom)
+        {
+            ins.OomScoreAdj(oom);
+        }
+
+        if (terminal)
+        {
+            ins.Terminal();
+        }
+        else if (init)
+        {
+            ins.Setsid();
+        }
+
+        ins.Cwd(Cwd(process));
+        ins.Umask(user.Umask ?? 0022);
+        ins.User(user.Uid, user.Gid, user.AdditionalGids ?? []);
+        if (process.Capabilities is { } caps)
+        {
+            var unknown = new List<string>();
+            ins.Caps(
+                CapabilityNames.Mask(caps.Bounding, unknown),
+                CapabilityNames.Mask(caps.Effective, unknown),
+                CapabilityNames.Mask(caps.Permitted, unknown),
+                CapabilityNames.Mask(caps.Inheritable, unknown),
+                CapabilityNames.Mask(caps.Ambient, unknown));
+            if (unknown.Count > 0)
+            {
+                warnings.Add($"unknown capabilities ignored: {string.Join(", ", unknown)}");
+            }
+        }
+
+        if (process.NoNewPrivileges)
+        {
+            ins.NoNewPrivs();
+        }
+
+        foreach (var arg in args)
+        {
+            ins.Arg(arg);
+        }
+
+        foreach (var e in env)
+        {
+            ins.Env(e);
+        }
+    }
+
+    private static string Cwd(OciProcess process)
+    {
+        var cwd = string.IsNullOrEmpty(process.Cwd) ? "/" : process.Cwd;
+        return cwd.StartsWith('/') ? cwd : throw AgentException.InvalidArgument($"cwd \"{cwd}\" is not an absolute path");
+    }
+
+    private static string Absolute(string path) => path.StartsWith('/') ? path : "/" + path;
+
+    /// <summary>The user's home from the container's /etc/passwd, else "/" (as runc does).</summary>
+    internal static string HomeOf(string root, uint uid)
+    {
+        try
+        {
+            var passwd = Path.Combine(root, "etc/passwd");
+            if (!File.Exists(passwd))
+            {
+                return "/";
+            }
+
+            foreach (var line in File.ReadLines(passwd))
+            {
+                var fields = line.Split(':');
+                if (fields.Length >= 6 && uint.TryParse(fields[2], out var id) && id == uid && fields[5].Length > 0)
+                {
+                    return fields[5];
+                }
+            }
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+
+        return "/";
+    }
+}

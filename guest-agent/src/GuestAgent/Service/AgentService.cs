@@ -1,0 +1,766 @@
+using System.Collections.Concurrent;
+using System.Text;
+using System.Threading.Channels;
+using Google.Protobuf;
+using Google.Protobuf.WellKnownTypes;
+using Microsoft.Extensions.Logging;
+using ShimV2.Agent.Protocol.V1;
+using ShimV2.GuestAgent.Cgroups;
+using ShimV2.GuestAgent.Containers;
+using ShimV2.GuestAgent.Helper;
+using ShimV2.GuestAgent.Hotplug;
+using ShimV2.GuestAgent.Native;
+using ShimV2.GuestAgent.Oci;
+using ShimV2.GuestAgent.Stdio;
+using ShimV2.Ttrpc;
+
+namespace ShimV2.GuestAgent.Service;
+
+/// <summary>
+/// csharp.agent.v1.Agent: the sandbox (share, hostname), its containers and their processes. Errors are
+/// <see cref="AgentException"/>s with the status the shim sees (NotFound, FailedPrecondition, InvalidArgument, ...).
+/// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Design", "CA1001", Justification = "One instance lives as long as the agent.")]
+internal sealed partial class AgentService
+{
+    public const string Version = "0.1.0";
+
+    /// <summary>Largest ReadStdout/ReadStderr answer: well under the 4 MiB TTRPC frame limit.</summary>
+    private const int MaxReadChunk = 1 << 20;
+
+    private readonly AgentOptions _options;
+    private readonly ILogger _logger;
+    private readonly ConcurrentDictionary<string, Container> _containers = new(StringComparer.Ordinal);
+    private readonly SemaphoreSlim _sandboxGate = new(1, 1);
+    private readonly Channel<string> _oomEvents = Channel.CreateUnbounded<string>();
+    private readonly TaskCompletionSource _destroyed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly CpuMemOnliner _onliner = new();
+    private readonly Func<IReadOnlyList<string>> _transports;
+    private string? _sandboxId;
+    private string? _sharePath;
+
+    public AgentService(AgentOptions options, ILogger logger, Func<IReadOnlyList<string>> transports)
+    {
+        _options = options;
+        _logger = logger;
+        _transports = transports;
+    }
+
+    /// <summary>Completes once DestroySandbox ran: the VM may power off.</summary>
+    public Task Destroyed => _destroyed.Task;
+
+    public int ContainerCount => _containers.Count;
+
+    public TtrpcServiceDefinition Definition()
+    {
+        var b = TtrpcServiceDefinition.Create(AgentReflection.Descriptor.Services.Single(s => s.Name == "Agent"));
+        Add<CheckRequest, CheckResponse>(b, "Check", CheckAsync);
+        Add<CreateSandboxRequest, Empty>(b, "CreateSandbox", CreateSandboxAsync);
+        Add<DestroySandboxRequest, Empty>(b, "DestroySandbox", DestroySandboxAsync);
+        Add<CreateContainerRequest, CreateContainerResponse>(b, "CreateContainer", CreateContainerAsync);
+        Add<StartContainerRequest, Empty>(b, "StartContainer", StartContainerAsync);
+        Add<RemoveContainerRequest, Empty>(b, "RemoveContainer", RemoveContainerAsync);
+        Add<ExecProcessRequest, ExecProcessResponse>(b, "ExecProcess", ExecProcessAsync);
+        Add<WaitProcessRequest, WaitProcessResponse>(b, "WaitProcess", WaitProcessAsync);
+        Add<SignalProcessRequest, Empty>(b, "SignalProcess", SignalProcessAsync);
+        Add<WriteStreamRequest, WriteStreamResponse>(b, "WriteStdin", WriteStdinAsync);
+        Add<ReadStreamRequest, ReadStreamResponse>(b, "ReadStdout", (r, ct) => ReadOutputAsync(r, stderr: false, ct));
+        Add<ReadStreamRequest, ReadStreamResponse>(b, "ReadStderr", (r, ct) => ReadOutputAsync(r, stderr: true, ct));
+        Add<CloseStdinRequest, Empty>(b, "CloseStdin", CloseStdinAsync);
+        Add<TtyWinResizeRequest, Empty>(b, "TtyWinResize", TtyWinResizeAsync);
+        Add<ContainerRequest, Empty>(b, "PauseContainer", (r, ct) => SetPausedAsync(r, paused: true, ct));
+        Add<ContainerRequest, Empty>(b, "ResumeContainer", (r, ct) => SetPausedAsync(r, paused: false, ct));
+        Add<ContainerRequest, ListProcessesResponse>(b, "ListProcesses", ListProcessesAsync);
+        Add<ContainerRequest, StatsContainerResponse>(b, "StatsContainer", StatsContainerAsync);
+        Add<UpdateContainerRequest, Empty>(b, "UpdateContainer", UpdateContainerAsync);
+        Add<OnlineCpuMemRequest, Empty>(b, "OnlineCpuMem", OnlineCpuMemAsync);
+        Add<GetOomEventRequest, OomEvent>(b, "GetOomEvent", GetOomEventAsync);
+        return b.Build();
+    }
+
+    // ---- sandbox -------------------------------------------------------------------------------------------
+
+    public Task<CheckResponse> CheckAsync(CheckRequest request, CancellationToken ct)
+    {
+        var response = new CheckResponse
+        {
+            AgentVersion = Version,
+            KernelRelease = KernelFiles.TryRead("/proc/sys/kernel/osrelease")?.Trim() ?? "",
+        };
+        response.Transports.AddRange(_transports());
+        return Task.FromResult(response);
+    }
+
+    public async Task<Empty> CreateSandboxAsync(CreateSandboxRequest request, CancellationToken ct)
+    {
+        await _sandboxGate.WaitAsync(ct);
+        try
+        {
+            if (_sandboxId != null && _sandboxId != request.SandboxId)
+            {
+                throw AgentException.FailedPrecondition($"this VM already runs sandbox {_sandboxId}, not {request.SandboxId}");
+            }
+
+            if (request.Hostname.Length > 0)
+            {
+                try
+                {
+                    Libc.SetHostname(request.Hostname);
+                }
+                catch (NativeIOException e)
+                {
+                    throw AgentException.InvalidArgument($"cannot set the hostname to \"{request.Hostname}\": {Libc.StrError(e.Errno)}");
+                }
+            }
+
+            if (request.ShareMountTag.Length > 0)
+            {
+                var path = request.ShareGuestPath.Length > 0 ? request.ShareGuestPath : _options.DefaultSharePath;
+                if (!path.StartsWith('/'))
+                {
+                    throw AgentException.InvalidArgument($"share_guest_path \"{path}\" is not absolute");
+                }
+
+                if (_sharePath == null)
+                {
+                    MountShare(request.ShareMountTag, request.ShareFstype, [.. request.ShareOptions], path);
+                    _sharePath = path;
+                }
+                else if (_sharePath != path)
+                {
+                    throw AgentException.FailedPrecondition($"the share is already mounted at {_sharePath}");
+                }
+            }
+
+            _sandboxId = request.SandboxId;
+            LogSandboxCreated(_logger, request.SandboxId, request.Hostname, _sharePath ?? "(none)");
+            return new Empty();
+        }
+        finally
+        {
+            _sandboxGate.Release();
+        }
+    }
+
+    public async Task<Empty> DestroySandboxAsync(DestroySandboxRequest request, CancellationToken ct)
+    {
+        foreach (var id in _containers.Keys.ToList())
+        {
+            try
+            {
+                await RemoveContainerAsync(new RemoveContainerRequest { ContainerId = id }, ct);
+            }
+            catch (AgentException e) when (e.Code == TtrpcStatusCode.NotFound)
+            {
+            }
+            catch (Exception e) when (e is AgentException or IOException)
+            {
+                LogCleanupFailed(_logger, id, e.Message);
+            }
+        }
+
+        await _sandboxGate.WaitAsync(ct);
+        try
+        {
+            if (_sharePath != null && Libc.umount2(_sharePath, Libc.MNT_DETACH) != 0)
+            {
+                LogCleanupFailed(_logger, _sharePath, Libc.StrError(Libc.Errno));
+            }
+
+            _sharePath = null;
+            LogSandboxDestroyed(_logger, _sandboxId ?? "(none)");
+            _destroyed.TrySetResult();
+            return new Empty();
+        }
+        finally
+        {
+            _sandboxGate.Release();
+        }
+    }
+
+    private static void MountShare(string tag, string fstype, IReadOnlyList<string> options, string path)
+    {
+        fstype = fstype.Length == 0 ? "9p" : fstype;
+        if (fstype is not ("9p" or "virtiofs"))
+        {
+            throw AgentException.InvalidArgument($"share_fstype \"{fstype}\" is not supported (9p or virtiofs)");
+        }
+
+        var parsed = MountOptionParser.Parse(options.Count > 0 ? options : fstype == "9p" ? AgentOptions.Default9pOptions : []);
+        Directory.CreateDirectory(path);
+        try
+        {
+            Libc.Mount(tag, path, fstype, parsed.Flags | Libc.MS_NOSUID | Libc.MS_NODEV, parsed.Data.Length > 0 ? parsed.Data : null);
+        }
+        catch (NativeIOException e)
+        {
+            var hint = e.Errno is Libc.ENOENT or Libc.EINVAL
+                ? $" (no {fstype} device with mount tag \"{tag}\"?)"
+                : e.Errno == Libc.ENODEV ? $" (the guest kernel lacks {fstype})" : "";
+            throw AgentException.FailedPrecondition($"cannot mount the {fstype} share \"{tag}\" on {path}: {Libc.StrError(e.Errno)}{hint}");
+        }
+    }
+
+    // ---- containers ----------------------------------------------------------------------------------------
+
+    public async Task<CreateContainerResponse> CreateContainerAsync(CreateContainerRequest request, CancellationToken ct)
+    {
+        var id = ValidateId(request.ContainerId, "container id");
+        var spec = OciJson.ParseSpec(request.OciSpecJson.Span);
+        var rootfs = request.RootfsGuestPath.Length > 0 ? request.RootfsGuestPath : spec.Root?.Path ?? "";
+        if (!rootfs.StartsWith('/'))
+        {
+            throw AgentException.InvalidArgument($"rootfs_guest_path \"{rootfs}\" is not an absolute guest path");
+        }
+
+        if (!Directory.Exists(rootfs))
+        {
+            throw AgentException.FailedPrecondition($"rootfs {rootfs} does not exist in the guest (share not mounted, or the host did not mount the rootfs there)");
+        }
+
+        if (_containers.ContainsKey(id))
+        {
+            throw AgentException.AlreadyExists($"container {id} already exists");
+        }
+
+        // Validate the resources before anything is created.
+        var settings = CgroupResources.Translate(spec.Linux?.Resources);
+        Cgroup? cgroup = null;
+        ProcessStdio? stdio = null;
+        HelperSession? session = null;
+        try
+        {
+            if (Cgroup.IsAvailable(_options.CgroupRoot))
+            {
+                cgroup = Cgroup.Create(id, _options.CgroupRoot);
+                cgroup.Apply(settings);
+            }
+            else if (settings.Count > 0)
+            {
+                LogWarning(_logger, id, "the guest has no cgroup v2: resource limits are not applied");
+            }
+
+            stdio = ProcessStdio.Create(request.Terminal, request.Stdin, request.Stdout, request.Stderr, spec.Process?.ConsoleSize);
+            var plan = ContainerPlanner.PlanCreate(spec, rootfs, request.Terminal, stdio.ConsolePath, new PlannerContext
+            {
+                Cgroup2 = cgroup != null,
+                SharePath = _sharePath,
+            });
+            foreach (var warning in plan.Warnings)
+            {
+                LogWarning(_logger, id, warning);
+            }
+
+            if (_logger.IsEnabled(LogLevel.Debug))
+            {
+                var described = plan.Instructions.Describe();
+                LogPlan(_logger, id, described);
+            }
+            var cg = cgroup;
+            session = await HelperSession.LaunchAsync(
+                _options.HelperPath, plan.Instructions.Encode(), stdio.ChildFds, pid => cg?.AddProcess(pid), ct);
+            stdio.CloseChildEnds();
+            stdio.StartPumps();
+
+            var init = new AgentProcess(id, "", session, stdio, cgroup, plan.Args);
+            var oom = cgroup == null ? null : OomWatcher.Start(cgroup, id, () => ReportOom(id));
+            var container = new Container(id, rootfs, plan.NamespaceFlags, cgroup, init, oom);
+            if (!_containers.TryAdd(id, container))
+            {
+                oom?.Dispose();
+                throw AgentException.AlreadyExists($"container {id} already exists");
+            }
+
+            _ = ObserveExitAsync(init);
+            LogContainerCreated(_logger, id, session.Pid);
+            return new CreateContainerResponse { Pid = (uint)session.Pid };
+        }
+        catch
+        {
+            if (session != null && !session.Exit.IsCompleted)
+            {
+                Libc.kill(session.Pid, Libc.SIGKILL);
+            }
+
+            session?.Dispose();
+            stdio?.Dispose();
+            if (cgroup != null)
+            {
+                TryRemoveCgroup(id, cgroup);
+            }
+
+            throw;
+        }
+    }
+
+    public async Task<Empty> StartContainerAsync(StartContainerRequest request, CancellationToken ct)
+    {
+        var container = GetContainer(request.ContainerId);
+        await container.Gate.WaitAsync(ct);
+        try
+        {
+            if (container.Status != ContainerStatus.Created)
+            {
+                throw AgentException.FailedPrecondition($"container {container.Id} is already started");
+            }
+
+            if (container.HasExited)
+            {
+                throw AgentException.FailedPrecondition($"container {container.Id} has exited before it was started");
+            }
+
+            container.Status = ContainerStatus.Running;
+            await container.Init.Session.StartAsync();
+            LogContainerStarted(_logger, container.Id);
+            return new Empty();
+        }
+        finally
+        {
+            container.Gate.Release();
+        }
+    }
+
+    public async Task<Empty> RemoveContainerAsync(RemoveContainerRequest request, CancellationToken ct)
+    {
+        var container = GetContainer(request.ContainerId);
+        await container.Gate.WaitAsync(ct);
+        try
+        {
+            if (!_containers.ContainsKey(container.Id))
+            {
+                throw AgentException.NotFound($"container {container.Id} not found");
+            }
+
+            KillAll(container);
+
+            // A never-started init sees its start pipe close and exits by itself too.
+            container.Init.Session.Dispose();
+            var exited = await Task.WhenAll(container.AllProcesses.Select(p => p.Completion))
+                .WaitAsync(_options.KillTimeout, ct)
+                .ContinueWith(t => t.IsCompletedSuccessfully, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+            if (!exited)
+            {
+                LogWarning(_logger, container.Id, $"processes still running {_options.KillTimeout.TotalSeconds:0} s after SIGKILL");
+            }
+
+            container.Oom?.Dispose();
+            if (container.Cgroup is { } cgroup)
+            {
+                await Task.Run(() => TryRemoveCgroup(container.Id, cgroup), CancellationToken.None);
+            }
+
+            _containers.TryRemove(container.Id, out _);
+            foreach (var process in container.AllProcesses)
+            {
+                // Joins the output threads (bounded): off the request path.
+                _ = Task.Run(process.Dispose, CancellationToken.None);
+            }
+
+            LogContainerRemoved(_logger, container.Id);
+            return new Empty();
+        }
+        finally
+        {
+            container.Gate.Release();
+        }
+    }
+
+    // ---- processes -----------------------------------------------------------------------------------------
+
+    public async Task<ExecProcessResponse> ExecProcessAsync(ExecProcessRequest request, CancellationToken ct)
+    {
+        var container = GetContainer(request.ContainerId);
+        var execId = ValidateId(request.ExecId, "exec id");
+        var process = OciJson.ParseProcess(request.ProcessJson.Span);
+        await container.Gate.WaitAsync(ct);
+        ProcessStdio? stdio = null;
+        HelperSession? session = null;
+        try
+        {
+            if (container.HasExited)
+            {
+                throw AgentException.FailedPrecondition($"container {container.Id} is not running");
+            }
+
+            if (container.Cgroup?.IsFrozen == true)
+            {
+                throw AgentException.FailedPrecondition($"container {container.Id} is paused");
+            }
+
+            if (container.Execs.ContainsKey(execId))
+            {
+                throw AgentException.AlreadyExists($"exec {execId} already exists in container {container.Id}");
+            }
+
+            stdio = ProcessStdio.Create(request.Terminal, request.Stdin, request.Stdout, request.Stderr, process.ConsoleSize);
+            var plan = ContainerPlanner.PlanExec(container.Init.Pid, container.NamespaceFlags, process, request.Terminal);
+            foreach (var warning in plan.Warnings)
+            {
+                LogWarning(_logger, $"{container.Id}/{execId}", warning);
+            }
+
+            var cgroup = container.Cgroup;
+            session = await HelperSession.LaunchAsync(
+                _options.HelperPath, plan.Instructions.Encode(), stdio.ChildFds, pid => cgroup?.AddProcess(pid), ct);
+            stdio.CloseChildEnds();
+            stdio.StartPumps();
+            var exec = new AgentProcess(container.Id, execId, session, stdio, cgroup, plan.Args);
+            container.Execs[execId] = exec;
+            try
+            {
+                await session.StartAsync();
+            }
+            catch
+            {
+                container.Execs.TryRemove(execId, out _);
+                throw;
+            }
+
+            _ = ObserveExitAsync(exec);
+            LogExecStarted(_logger, container.Id, execId, session.Pid);
+            return new ExecProcessResponse { Pid = (uint)session.Pid };
+        }
+        catch
+        {
+            if (session != null && !session.Exit.IsCompleted)
+            {
+                Libc.kill(session.Pid, Libc.SIGKILL);
+            }
+
+            session?.Dispose();
+            stdio?.Dispose();
+            throw;
+        }
+        finally
+        {
+            container.Gate.Release();
+        }
+    }
+
+    public async Task<WaitProcessResponse> WaitProcessAsync(WaitProcessRequest request, CancellationToken ct)
+    {
+        var process = GetProcess(request.ContainerId, request.ExecId);
+        var result = await process.Completion.WaitAsync(ct);
+        return new WaitProcessResponse
+        {
+            ExitStatus = result.ExitStatus,
+            Pid = (uint)process.Pid,
+            ExitedAtUnixNano = result.ExitedAtUnixNano,
+            OomKilled = result.OomKilled,
+        };
+    }
+
+    public Task<Empty> SignalProcessAsync(SignalProcessRequest request, CancellationToken ct)
+    {
+        if (request.Signal is 0 or > 64)
+        {
+            throw AgentException.InvalidArgument($"invalid signal {request.Signal}");
+        }
+
+        var signal = (int)request.Signal;
+        if (request.All)
+        {
+            var container = GetContainer(request.ContainerId);
+            if (container.Cgroup is { } cgroup)
+            {
+                cgroup.Signal(signal);
+            }
+            else
+            {
+                foreach (var p in container.AllProcesses.Where(p => !p.HasExited))
+                {
+                    Libc.kill(p.Pid, signal);
+                }
+            }
+        }
+        else
+        {
+            GetProcess(request.ContainerId, request.ExecId).Signal(signal);
+        }
+
+        LogSignalled(_logger, request.ContainerId, request.ExecId, signal, request.All);
+        return Task.FromResult(new Empty());
+    }
+
+    public async Task<WriteStreamResponse> WriteStdinAsync(WriteStreamRequest request, CancellationToken ct)
+    {
+        var process = GetProcess(request.ContainerId, request.ExecId);
+        var stdin = process.Stdio.Stdin ?? throw AgentException.FailedPrecondition($"process {process.Name} has no stdin");
+        var n = await stdin.WriteAsync(request.Data.Memory, ct);
+        return new WriteStreamResponse { Len = (uint)n };
+    }
+
+    public async Task<ReadStreamResponse> ReadOutputAsync(ReadStreamRequest request, bool stderr, CancellationToken ct)
+    {
+        var process = GetProcess(request.ContainerId, request.ExecId);
+        var stream = stderr ? process.Stdio.Stderr : process.Stdio.Stdout;
+        if (stream == null)
+        {
+            return new ReadStreamResponse();
+        }
+
+        var max = request.Len == 0 ? 64 * 1024 : (int)Math.Min(request.Len, (uint)MaxReadChunk);
+        var data = await stream.ReadAsync(max, ct);
+        return new ReadStreamResponse { Data = UnsafeByteOperations.UnsafeWrap(data) };
+    }
+
+    public async Task<Empty> CloseStdinAsync(CloseStdinRequest request, CancellationToken ct)
+    {
+        var process = GetProcess(request.ContainerId, request.ExecId);
+        if (process.Stdio.Stdin is { } stdin)
+        {
+            await stdin.CloseAsync();
+        }
+
+        return new Empty();
+    }
+
+    public Task<Empty> TtyWinResizeAsync(TtyWinResizeRequest request, CancellationToken ct)
+    {
+        var process = GetProcess(request.ContainerId, request.ExecId);
+        if (!process.Stdio.Terminal)
+        {
+            throw AgentException.FailedPrecondition($"process {process.Name} has no terminal");
+        }
+
+        process.Stdio.Resize(request.Rows, request.Cols);
+        return Task.FromResult(new Empty());
+    }
+
+    // ---- container control ---------------------------------------------------------------------------------
+
+    public async Task<Empty> SetPausedAsync(ContainerRequest request, bool paused, CancellationToken ct)
+    {
+        var container = GetContainer(request.ContainerId);
+        var cgroup = container.Cgroup ?? throw AgentException.FailedPrecondition("the guest has no cgroup v2: pause is not available");
+        await container.Gate.WaitAsync(ct);
+        try
+        {
+            if (container.HasExited)
+            {
+                throw AgentException.FailedPrecondition($"container {container.Id} is not running");
+            }
+
+            await Task.Run(() => cgroup.SetFrozen(paused, _options.FreezeTimeout), CancellationToken.None);
+            LogPaused(_logger, container.Id, paused);
+            return new Empty();
+        }
+        finally
+        {
+            container.Gate.Release();
+        }
+    }
+
+    public Task<ListProcessesResponse> ListProcessesAsync(ContainerRequest request, CancellationToken ct)
+    {
+        var container = GetContainer(request.ContainerId);
+        var known = container.AllProcesses.Where(p => !p.HasExited).ToDictionary(p => p.Pid, p => p.ExecId);
+        var pids = container.Cgroup?.Processes() ?? [.. known.Keys];
+        var response = new ListProcessesResponse();
+        foreach (var pid in pids.Order())
+        {
+            var entry = new ProcessEntry { Pid = (uint)pid, ExecId = known.GetValueOrDefault(pid, "") };
+            entry.Args.AddRange(CommandLine(pid));
+            response.Processes.Add(entry);
+        }
+
+        return Task.FromResult(response);
+    }
+
+    public Task<StatsContainerResponse> StatsContainerAsync(ContainerRequest request, CancellationToken ct)
+    {
+        var container = GetContainer(request.ContainerId);
+        var cgroup = container.Cgroup ?? throw AgentException.FailedPrecondition("the guest has no cgroup v2: no statistics");
+        var s = cgroup.Stats();
+        return Task.FromResult(new StatsContainerResponse
+        {
+            CgroupVersion = "v2",
+            CpuUsageUsec = s.CpuUsageUsec,
+            CpuUserUsec = s.CpuUserUsec,
+            CpuSystemUsec = s.CpuSystemUsec,
+            MemoryUsageBytes = s.MemoryUsage,
+            MemoryLimitBytes = s.MemoryLimit,
+            MemoryMaxUsageBytes = s.MemoryMaxUsage,
+            MemorySwapUsageBytes = s.SwapUsage,
+            PidsCurrent = s.PidsCurrent,
+            PidsLimit = s.PidsLimit,
+            IoReadBytes = s.IoReadBytes,
+            IoWriteBytes = s.IoWriteBytes,
+            OomKillCount = s.OomKills,
+        });
+    }
+
+    public Task<Empty> UpdateContainerAsync(UpdateContainerRequest request, CancellationToken ct)
+    {
+        var container = GetContainer(request.ContainerId);
+        var resources = OciJson.ParseResources(request.ResourcesJson.Span);
+        var settings = CgroupResources.Translate(resources);
+        var cgroup = container.Cgroup ?? throw AgentException.FailedPrecondition("the guest has no cgroup v2: resources cannot be updated");
+        cgroup.Apply(settings);
+        var applied = string.Join(' ', settings);
+        LogUpdated(_logger, container.Id, applied);
+        return Task.FromResult(new Empty());
+    }
+
+    public async Task<Empty> OnlineCpuMemAsync(OnlineCpuMemRequest request, CancellationToken ct)
+    {
+        var (cpus, blocks) = await _onliner.OnlineAsync(request.NbCpus, request.CpuOnly, ct);
+        LogOnlined(_logger, cpus, blocks);
+        return new Empty();
+    }
+
+    public async Task<OomEvent> GetOomEventAsync(GetOomEventRequest request, CancellationToken ct)
+    {
+        var id = await _oomEvents.Reader.ReadAsync(ct);
+        return new OomEvent { ContainerId = id };
+    }
+
+    // ---- helpers -------------------------------------------------------------------------------------------
+
+    private static void Add<TRequest, TResponse>(
+        TtrpcServiceDefinition.Builder builder, string method, Func<TRequest, CancellationToken, Task<TResponse>> handler)
+        where TRequest : class, IMessage<TRequest>
+        where TResponse : class, IMessage<TResponse>
+    {
+        builder.AddUnary<TRequest, TResponse>(method, async (request, context) =>
+        {
+            try
+            {
+                return await handler(request, context.CancellationToken);
+            }
+            catch (Exception e)
+            {
+                throw AgentException.ToTtrpc(e, context.CancellationToken);
+            }
+        });
+    }
+
+    private static string ValidateId(string id, string what)
+    {
+        if (id.Length == 0 || id.Length > 255 || id is "." or ".." || id.Contains('/', StringComparison.Ordinal)
+            || id.Any(c => char.IsControl(c) || char.IsWhiteSpace(c)))
+        {
+            throw AgentException.InvalidArgument($"invalid {what} \"{id}\"");
+        }
+
+        return id;
+    }
+
+    private static string[] CommandLine(int pid)
+    {
+        try
+        {
+            var raw = File.ReadAllBytes($"/proc/{pid}/cmdline");
+            return Encoding.UTF8.GetString(raw).Split('\0', StringSplitOptions.RemoveEmptyEntries);
+        }
+        catch (IOException)
+        {
+            return [];
+        }
+    }
+
+    private static void KillAll(Container container)
+    {
+        try
+        {
+            container.Cgroup?.Signal(Libc.SIGKILL);
+        }
+        catch (NativeIOException)
+        {
+            // Fall back to the processes the agent knows.
+        }
+
+        foreach (var p in container.AllProcesses.Where(p => !p.HasExited))
+        {
+            Libc.kill(p.Pid, Libc.SIGKILL);
+        }
+    }
+
+    private Container GetContainer(string id) =>
+        _containers.TryGetValue(id, out var c) ? c : throw AgentException.NotFound($"container {id} not found");
+
+    private AgentProcess GetProcess(string containerId, string execId)
+    {
+        var container = GetContainer(containerId);
+        if (execId.Length == 0)
+        {
+            return container.Init;
+        }
+
+        return container.Execs.TryGetValue(execId, out var p) ? p : throw AgentException.NotFound($"exec {execId} not found in container {containerId}");
+    }
+
+    private async Task ObserveExitAsync(AgentProcess process)
+    {
+        var result = await process.Completion;
+        LogProcessExited(_logger, process.Name, process.Pid, result.ExitStatus, result.OomKilled);
+    }
+
+    private void ReportOom(string id)
+    {
+        LogOom(_logger, id);
+        _oomEvents.Writer.TryWrite(id);
+    }
+
+    private void TryRemoveCgroup(string id, Cgroup cgroup)
+    {
+        try
+        {
+            if (!cgroup.WaitEmpty(_options.KillTimeout))
+            {
+                LogWarning(_logger, id, $"cgroup {cgroup.Path} still has processes");
+            }
+
+            cgroup.Remove();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            LogCleanupFailed(_logger, cgroup.Path, e.Message);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} created: hostname {Hostname}, share at {SharePath}")]
+    private static partial void LogSandboxCreated(ILogger logger, string sandboxId, string hostname, string sharePath);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} destroyed")]
+    private static partial void LogSandboxDestroyed(ILogger logger, string sandboxId);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "container {Id} created, init pid {Pid}")]
+    private static partial void LogContainerCreated(ILogger logger, string id, int pid);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "container {Id} instructions: {Instructions}")]
+    private static partial void LogPlan(ILogger logger, string id, string instructions);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "container {Id} started")]
+    private static partial void LogContainerStarted(ILogger logger, string id);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "container {Id} removed")]
+    private static partial void LogContainerRemoved(ILogger logger, string id);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "exec {ContainerId}/{ExecId} started, pid {Pid}")]
+    private static partial void LogExecStarted(ILogger logger, string containerId, string execId, int pid);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "process {Name} (pid {Pid}) exited with status {Status} (oom killed: {OomKilled})")]
+    private static partial void LogProcessExited(ILogger logger, string name, int pid, uint status, bool oomKilled);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "signal {Signal} to {ContainerId}/'{ExecId}' (all: {All})")]
+    private static partial void LogSignalled(ILogger logger, string containerId, string execId, int signal, bool all);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "container {Id} paused: {Paused}")]
+    private static partial void LogPaused(ILogger logger, string id, bool paused);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "container {Id} resources updated: {Settings}")]
+    private static partial void LogUpdated(ILogger logger, string id, string settings);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "onlined {Cpus} cpu(s) and {Blocks} memory block(s)")]
+    private static partial void LogOnlined(ILogger logger, int cpus, int blocks);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "container {Id}: OOM kill")]
+    private static partial void LogOom(ILogger logger, string id);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Id}: {Message}")]
+    private static partial void LogWarning(ILogger logger, string id, string message);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "cleanup of {What} failed: {Reason}")]
+    private static partial void LogCleanupFailed(ILogger logger, string what, string reason);
+}

@@ -1,0 +1,287 @@
+using System.Text;
+using ShimV2.GuestAgent.Native;
+using ShimV2.GuestAgent.Oci;
+
+namespace ShimV2.GuestAgent.Stdio;
+
+/// <summary>Writes a process's stdin fully and in order; closing waits for pending writes.</summary>
+internal sealed class StdinWriter : IDisposable
+{
+    private readonly SafeFd _fd;
+    private readonly bool _closeOnClose;
+    private readonly SemaphoreSlim _gate = new(1, 1);
+    private bool _closed;
+
+    /// <param name="fd">The pipe's write end or the pty master.</param>
+    /// <param name="closeOnClose">Close the fd on <see cref="CloseAsync"/> (a pipe); a pty master stays open for output.</param>
+    public StdinWriter(SafeFd fd, bool closeOnClose)
+    {
+        _fd = fd;
+        _closeOnClose = closeOnClose;
+    }
+
+    public async Task<int> WriteAsync(ReadOnlyMemory<byte> data, CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            if (_closed)
+            {
+                throw AgentException.FailedPrecondition("stdin is closed");
+            }
+
+            if (data.IsEmpty)
+            {
+                return 0;
+            }
+
+            // A blocking write on a pool thread: the pipe may be full until the process reads.
+            await Task.Run(
+                () =>
+                {
+                    var ok = _fd.TryUse(fd => Libc.WriteAll(fd, data.Span));
+                    if (!ok)
+                    {
+                        throw AgentException.FailedPrecondition("stdin is closed");
+                    }
+                },
+                CancellationToken.None);
+            return data.Length;
+        }
+        catch (NativeIOException e) when (e.Errno is Libc.EPIPE or Libc.EIO)
+        {
+            throw AgentException.FailedPrecondition("stdin: the process no longer reads it (broken pipe)");
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    public async Task CloseAsync()
+    {
+        await _gate.WaitAsync();
+        try
+        {
+            if (_closed)
+            {
+                return;
+            }
+
+            _closed = true;
+            if (_closeOnClose)
+            {
+                _fd.Dispose();
+            }
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    public void Dispose()
+    {
+        _closed = true;
+        if (_closeOnClose)
+        {
+            _fd.Dispose();
+        }
+    }
+}
+
+/// <summary>
+/// A process's stdio as the agent holds it: pipes for the requested streams (/dev/null for the others), or a
+/// pty whose slave becomes the controlling terminal and whose master carries stdin and stdout.
+/// </summary>
+internal sealed class ProcessStdio : IDisposable
+{
+    private int _childStdin = -1;
+    private int _childStdout = -1;
+    private int _childStderr = -1;
+    private SafeFd? _ptyMaster;
+
+    private ProcessStdio(bool terminal)
+    {
+        Terminal = terminal;
+    }
+
+    public bool Terminal { get; }
+
+    /// <summary>The pty slave's path in the guest (terminal only), e.g. /dev/pts/3.</summary>
+    public string? ConsolePath { get; private set; }
+
+    public StdinWriter? Stdin { get; private set; }
+
+    public OutputStream? Stdout { get; private set; }
+
+    public OutputStream? Stderr { get; private set; }
+
+    /// <summary>The fds to give the process as 0, 1, 2 (valid until <see cref="CloseChildEnds"/>).</summary>
+    public (int Stdin, int Stdout, int Stderr) ChildFds => (_childStdin, _childStdout, _childStderr);
+
+    /// <summary>Completes when every output stream stopped reading.</summary>
+    public Task Drained => Task.WhenAll(new[] { Stdout?.Drained, Stderr?.Drained }.OfType<Task>());
+
+    public static unsafe ProcessStdio Create(bool terminal, bool stdin, bool stdout, bool stderr, OciBox? consoleSize, int capacity = OutputStream.DefaultCapacity)
+    {
+        var stdio = new ProcessStdio(terminal);
+        try
+        {
+            if (terminal)
+            {
+                stdio.CreatePty(stdin, consoleSize, capacity);
+                return stdio;
+            }
+
+            if (stdin)
+            {
+                var (r, w) = Libc.Pipe();
+                stdio._childStdin = r;
+                stdio.Stdin = new StdinWriter(new SafeFd(w), closeOnClose: true);
+            }
+            else
+            {
+                stdio._childStdin = OpenNull();
+            }
+
+            if (stdout)
+            {
+                var (r, w) = Libc.Pipe();
+                stdio._childStdout = w;
+                stdio.Stdout = new OutputStream(new SafeFd(r), "stdout", capacity);
+            }
+            else
+            {
+                stdio._childStdout = OpenNull();
+            }
+
+            if (stderr)
+            {
+                var (r, w) = Libc.Pipe();
+                stdio._childStderr = w;
+                stdio.Stderr = new OutputStream(new SafeFd(r), "stderr", capacity);
+            }
+            else
+            {
+                stdio._childStderr = OpenNull();
+            }
+
+            return stdio;
+        }
+        catch
+        {
+            stdio.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Starts copying output; call once the process is running.</summary>
+    public void StartPumps()
+    {
+        Stdout?.Start();
+        Stderr?.Start();
+    }
+
+    /// <summary>Closes the agent's copies of the child's ends (after the spawn), so end of stream can happen.</summary>
+    public void CloseChildEnds()
+    {
+        // With a pty, the three are the same fd.
+        var fds = new HashSet<int> { _childStdin, _childStdout, _childStderr };
+        foreach (var fd in fds)
+        {
+            if (fd >= 0)
+            {
+                Libc.close(fd);
+            }
+        }
+
+        _childStdin = _childStdout = _childStderr = -1;
+    }
+
+    public void ProcessExited()
+    {
+        Stdout?.ProcessExited();
+        Stderr?.ProcessExited();
+    }
+
+    public unsafe void Resize(uint rows, uint cols)
+    {
+        if (_ptyMaster == null)
+        {
+            throw AgentException.FailedPrecondition("the process has no terminal");
+        }
+
+        var size = new Libc.WinSize { Rows = (ushort)Math.Min(rows, ushort.MaxValue), Cols = (ushort)Math.Min(cols, ushort.MaxValue) };
+        var ok = _ptyMaster.TryUse(fd =>
+        {
+            var copy = size;
+            if (Libc.ioctl(fd, Libc.TIOCSWINSZ, &copy) != 0)
+            {
+                throw Libc.NativeError("resize terminal");
+            }
+        });
+        if (!ok)
+        {
+            throw AgentException.FailedPrecondition("the terminal is closed");
+        }
+    }
+
+    public void Dispose()
+    {
+        CloseChildEnds();
+        Stdin?.Dispose();
+        Stdout?.Dispose();
+        Stderr?.Dispose();
+        _ptyMaster?.Dispose();
+    }
+
+    private static int OpenNull()
+    {
+        var fd = Libc.open("/dev/null", Libc.O_RDWR | Libc.O_CLOEXEC, 0);
+        return fd >= 0 ? fd : throw Libc.NativeError("open /dev/null");
+    }
+
+    private unsafe void CreatePty(bool stdin, OciBox? consoleSize, int capacity)
+    {
+        var master = Libc.posix_openpt(Libc.O_RDWR | Libc.O_NOCTTY | Libc.O_CLOEXEC);
+        if (master < 0)
+        {
+            throw Libc.NativeError("posix_openpt");
+        }
+
+        _ptyMaster = new SafeFd(master);
+        if (Libc.grantpt(master) != 0 || Libc.unlockpt(master) != 0)
+        {
+            throw Libc.NativeError("unlock pty");
+        }
+
+        var name = stackalloc byte[256];
+        var rc = Libc.ptsname_r(master, name, 256);
+        if (rc != 0)
+        {
+            throw Libc.NativeError("ptsname", rc);
+        }
+
+        var raw = new ReadOnlySpan<byte>(name, 256);
+        ConsolePath = Encoding.UTF8.GetString(raw[..Math.Max(0, raw.IndexOf((byte)0))]);
+        var slave = Libc.open(ConsolePath, Libc.O_RDWR | Libc.O_NOCTTY | Libc.O_CLOEXEC, 0);
+        if (slave < 0)
+        {
+            throw Libc.NativeError($"open {ConsolePath}");
+        }
+
+        _childStdin = _childStdout = _childStderr = slave;
+        if (consoleSize is { Height: > 0, Width: > 0 })
+        {
+            Resize(consoleSize.Height, consoleSize.Width);
+        }
+
+        // The master is read by the stdout pump and written by stdin; it is closed when both are disposed.
+        Stdout = new OutputStream(_ptyMaster, "tty", capacity);
+        if (stdin)
+        {
+            Stdin = new StdinWriter(_ptyMaster, closeOnClose: false);
+        }
+    }
+}
