@@ -4,6 +4,8 @@
 # (artifacts/bin first). Source it, then:
 #
 #   containerd_start            # sets CTRD_DIR, CTRD_SOCK, CTRD_PID, CTRD_LOG; returns once `ctr version` answers
+#                               # (CTRD_DIR_TEMPLATE: mktemp template of the dir, default /tmp/csharp-ctrd.XXXXXX;
+#                               #  CTRD_OWNER_PID: the process whose death makes the dir stale, default this shell)
 #   ctrd [ctr args...]          # ctr against the private containerd (namespace $CTRD_NS, default "default")
 #   import_busybox [REF]        # builds the busybox OCI tarball (cached) and imports it; REF defaults to
 #                               # docker.io/library/busybox:csharp
@@ -29,7 +31,7 @@ containerd_start() {
   command -v containerd >/dev/null || die "containerd is not installed"
   command -v ctr >/dev/null || die "ctr is not installed"
   [[ -z "${CTRD_DIR:-}" ]] || die "containerd_start: a private containerd is already running in $CTRD_DIR"
-  CTRD_DIR="$(mktemp -d /tmp/csharp-ctrd.XXXXXX)"
+  CTRD_DIR="$(mktemp -d "${CTRD_DIR_TEMPLATE:-/tmp/csharp-ctrd.XXXXXX}")"
   CTRD_SOCK="$CTRD_DIR/containerd.sock"
   CTRD_LOG="$CTRD_DIR/containerd.log"
   export CTRD_DIR CTRD_SOCK CTRD_LOG
@@ -61,7 +63,7 @@ TOML
   CTRD_PID=$!
   export CTRD_PID
   echo "$CTRD_PID" >"$CTRD_DIR/containerd.pid"
-  echo "$$" >"$CTRD_DIR/owner.pid"
+  echo "${CTRD_OWNER_PID:-$$}" >"$CTRD_DIR/owner.pid"
   local deadline=$(( $(now_ms) + 30000 ))
   until ctr --address "$CTRD_SOCK" version >/dev/null 2>&1; do
     if ! kill -0 "$CTRD_PID" 2>/dev/null; then

@@ -1,0 +1,202 @@
+using System.Text.Json;
+
+namespace ShimV2.EndToEnd.Tests;
+
+/// <summary>The long-running `sleep 1000` pod that <see cref="ExecTests"/> share (one VM boot for the class).</summary>
+public sealed class ExecContainer : SharedContainer
+{
+    protected override string Name => "exec";
+}
+
+/// <summary>
+/// Issue 3 on a running container: exec (output, exit code, tty + resize), stdin round trips through `cat`,
+/// CloseIO, signals to one process, pause/resume, metrics, checkpoint. Every scenario's events are checked in order
+/// from `ctr events`, which each test starts before it acts.
+/// </summary>
+[Collection(ContainerdCollection.Name)]
+public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, ITestOutputHelper output) : IClassFixture<ExecContainer>
+{
+    [E2EFact]
+    public Task Exec_prints_output_and_returns_its_exit_code() => Scenario.RunAsync(fixture, output, async s =>
+    {
+        var id = await shared.GetAsync(s);
+        await using var events = await s.EventsAsync();
+
+        var r = await s.Containerd.CtrAsync(Ctr.ExecArgs(id, "out1", "sh", "-c", "echo out; echo err >&2; exit 5"));
+
+        Assert.True(r.ExitCode == 5, r.ToString());
+        Assert.Equal("out\n", r.Stdout);
+        Assert.Contains("err", r.Stderr, StringComparison.Ordinal);
+        await events.AssertSequenceAsync(id, ["/tasks/exec-added out1", "/tasks/exec-started out1", "/tasks/exit out1 5"], Ctr.EventTimeout);
+    });
+
+    /// <summary>`ctr task exec -t` on a pty of 24x80: the guest's `stty size` sees 24 80 (the resize ctr sends right
+    /// after start), then 40 100 after the test resizes the pty (SIGWINCH → ctr → ResizePty).</summary>
+    [E2EFact]
+    public Task Exec_tty_sees_the_terminal_size_and_its_resize() => Scenario.RunAsync(fixture, output, async s =>
+    {
+        var id = await shared.GetAsync(s);
+        await using var events = await s.EventsAsync();
+        // The guest polls its own terminal (a loop in the container, not a wait in the test).
+        const string script =
+            "until [ \"$(stty size)\" = '24 80' ]; do sleep 0.1; done; echo \"initial-$(stty size | tr ' ' x)\"; "
+            + "while [ \"$(stty size)\" = '24 80' ]; do sleep 0.1; done; echo \"resized-$(stty size | tr ' ' x)\"; exit 7";
+        await using var pty = Pty.Open(24, 80);
+        var ctr = pty.Start("ctr", s.Containerd.CtrPrefix.Concat(["tasks", "exec", "-t", "--exec-id", "tty1", id, "sh", "-c", script]), s.Write);
+
+        await Eventually.TrueAsync(() => pty.Output.Contains("initial-24x80", StringComparison.Ordinal) || ctr.HasExited,
+            TimeSpan.FromSeconds(60), () => $"the guest never saw 24x80; terminal so far: {pty.Output}");
+        Assert.False(ctr.HasExited, $"ctr exited early; terminal: {pty.Output}");
+        pty.Resize(40, 100);
+        await Eventually.TrueAsync(() => pty.Output.Contains("resized-", StringComparison.Ordinal) || ctr.HasExited,
+            TimeSpan.FromSeconds(60), () => $"the guest never saw the resize; terminal so far: {pty.Output}");
+        var r = await ctr.WaitAsync(TimeSpan.FromSeconds(30));
+
+        s.Write($"terminal: {pty.Output.Replace("\r", "", StringComparison.Ordinal).Replace("\n", " | ", StringComparison.Ordinal)}");
+        Assert.Contains("resized-40x100", pty.Output, StringComparison.Ordinal);
+        Assert.True(r.ExitCode == 7, $"{r}\nterminal: {pty.Output}");
+        await events.AssertSequenceAsync(id, ["/tasks/exec-added tty1", "/tasks/exec-started tty1", "/tasks/exit tty1 7"], Ctr.EventTimeout);
+    });
+
+    /// <summary>N MiB of random bytes through `ctr task exec ... cat`: the same bytes come back (sha256), and cat
+    /// ends because ctr's CloseIO at the end of its stdin gives it EOF.</summary>
+    [E2ETheory]
+    [InlineData(1)]
+    [InlineData(100)]
+    public Task Stdin_round_trip_through_cat_is_byte_exact(int mib) => Scenario.RunAsync(fixture, output, async s =>
+    {
+        var id = await shared.GetAsync(s);
+        using var sent = new HashingStream();
+        using var received = new HashingStream();
+        var bytes = mib * 1024L * 1024;
+        var execId = $"cat{mib}";
+
+        var r = await s.Containerd.CtrAsync(Ctr.ExecArgs(id, execId, "cat"), TimeSpan.FromSeconds(60 + (mib * 5)),
+            new ProcessOptions { Stdin = TestData.Random(bytes, mib, sent), StdoutSink = received });
+
+        s.Write($"{mib} MiB round trip: {r.Elapsed.TotalSeconds:0.00} s, {mib / r.Elapsed.TotalSeconds:0.0} MiB/s each way");
+        Assert.True(r.ExitCode == 0, r.ToString());
+        Assert.Equal(bytes, sent.Count);
+        Assert.Equal(bytes, received.Count);
+        Assert.Equal(sent.HexDigest(), received.HexDigest());
+    });
+
+    /// <summary>CloseIO: the process reads to EOF after what was sent (3 bytes), and with nothing sent at all.</summary>
+    [E2EFact]
+    public Task CloseIO_gives_the_process_eof() => Scenario.RunAsync(fixture, output, async s =>
+    {
+        var id = await shared.GetAsync(s);
+        await using var events = await s.EventsAsync();
+
+        var some = await s.Containerd.CtrAsync(Ctr.ExecArgs(id, "eof1", "sh", "-c", "wc -c; echo eof"), options: new ProcessOptions
+        {
+            Stdin = async stdin => await stdin.WriteAsync("abc"u8.ToArray()),
+        });
+        var none = await s.Containerd.CtrAsync(Ctr.ExecArgs(id, "eof2", "sh", "-c", "cat; echo eof"));
+
+        Assert.True(some.ExitCode == 0, some.ToString());
+        Assert.Equal("3\neof\n", some.Stdout.Replace(" ", "", StringComparison.Ordinal));
+        Assert.True(none.ExitCode == 0, none.ToString());
+        Assert.Equal("eof\n", none.Stdout);
+        await events.AssertSequenceAsync(id,
+            ["/tasks/exec-added eof1", "/tasks/exec-started eof1", "/tasks/exit eof1 0", "/tasks/exec-added eof2", "/tasks/exec-started eof2", "/tasks/exit eof2 0"],
+            Ctr.EventTimeout);
+    });
+
+    /// <summary>`ctr task kill -s SIGUSR1 --exec-id`: the exec'd sleep dies of it (128+10); the init lives on.</summary>
+    [E2EFact]
+    public Task Kill_with_a_signal_reaches_one_exec() => Scenario.RunAsync(fixture, output, async s =>
+    {
+        var c = s.Containerd;
+        var id = await shared.GetAsync(s);
+        await using var events = await s.EventsAsync();
+        await using var exec = c.StartCtr(Ctr.ExecArgs(id, "usr1", "sleep", "1000"));
+        await events.WaitForAsync(e => e.Topic == "/tasks/exec-started" && e.ProcessId == "usr1", Ctr.EventTimeout, "/tasks/exec-started usr1");
+
+        await c.CtrOkAsync(["tasks", "kill", "-s", "SIGUSR1", "--exec-id", "usr1", id]);
+        var r = await exec.WaitAsync(Ctr.EventTimeout);
+
+        Assert.True(r.ExitCode == 128 + 10, r.ToString());
+        await events.AssertSequenceAsync(id, ["/tasks/exec-added usr1", "/tasks/exec-started usr1", "/tasks/exit usr1 138"], Ctr.EventTimeout);
+        Assert.Equal("RUNNING", (await c.TaskStatusAsync(id)).Status);
+    });
+
+    [E2EFact]
+    public Task Pause_shows_paused_and_resume_runs_again() => Scenario.RunAsync(fixture, output, async s =>
+    {
+        var c = s.Containerd;
+        var id = await shared.GetAsync(s);
+        await using var events = await s.EventsAsync();
+
+        await c.CtrOkAsync(["tasks", "pause", id]);
+        Assert.Equal("PAUSED", (await c.TaskStatusAsync(id)).Status);
+        await c.CtrOkAsync(["tasks", "resume", id]);
+        Assert.Equal("RUNNING", (await c.TaskStatusAsync(id)).Status);
+        var r = await c.CtrAsync(Ctr.ExecArgs(id, "alive", "echo", "alive"));
+
+        Assert.True(r.ExitCode == 0 && r.Stdout == "alive\n", r.ToString());
+        await events.AssertSequenceAsync(id,
+            ["/tasks/paused", "/tasks/resumed", "/tasks/exec-added alive", "/tasks/exec-started alive", "/tasks/exit alive 0"],
+            Ctr.EventTimeout);
+    });
+
+    /// <summary>`ctr task metrics` before and after a CPU-bound exec: the container's CPU usage grows.</summary>
+    [E2EFact]
+    public Task Metrics_show_cpu_usage_growing() => Scenario.RunAsync(fixture, output, async s =>
+    {
+        var c = s.Containerd;
+        var id = await shared.GetAsync(s);
+
+        var before = await CpuUsageMicrosAsync(s, id);
+        var busy = await c.CtrAsync(Ctr.ExecArgs(id, "busy", "sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"),
+            TimeSpan.FromSeconds(120));
+        Assert.True(busy.ExitCode == 0, busy.ToString());
+        var after = await CpuUsageMicrosAsync(s, id);
+
+        s.Write($"cpu usage: {before} us -> {after} us");
+        Assert.True(after > before, $"CPU usage did not grow: {before} -> {after}");
+    });
+
+    /// <summary>Checkpoint is documented as unsupported: the shim answers Unimplemented, which ctr reports as
+    /// "not implemented"; the task runs on (ctr pauses it around the attempt and resumes it).</summary>
+    [VmFact]
+    public Task Checkpoint_is_unimplemented() => Scenario.RunAsync(fixture, output, async s =>
+    {
+        var c = s.Containerd;
+        var id = await shared.GetAsync(s);
+
+        var r = await c.CtrAsync(["tasks", "checkpoint", id]);
+
+        Assert.True(r.ExitCode != 0, $"checkpoint succeeded: {r}");
+        Assert.True(r.Stderr.Contains("not implemented", StringComparison.OrdinalIgnoreCase)
+            || r.Stderr.Contains("unimplemented", StringComparison.OrdinalIgnoreCase), $"not an Unimplemented error: {r}");
+        Assert.Equal("RUNNING", (await c.TaskStatusAsync(id)).Status);
+    });
+
+    /// <summary>cgroup v2 metrics carry cpu.usage_usec, v1 cpu.usage.total (ns); `ctr task metrics --format json`
+    /// prints the typed message as JSON.</summary>
+    internal static async Task<long> CpuUsageMicrosAsync(Scenario s, string id)
+    {
+        var r = await s.Containerd.CtrAsync(["tasks", "metrics", "--format", "json", id]);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        using var doc = JsonDocument.Parse(r.Stdout);
+        var root = doc.RootElement;
+        if (root.TryGetProperty("cpu", out var cpu))
+        {
+            if (cpu.TryGetProperty("usage_usec", out var usec))
+            {
+                return usec.GetInt64();
+            }
+
+            if (cpu.TryGetProperty("usage", out var usage) && usage.TryGetProperty("total", out var total))
+            {
+                return total.GetInt64() / 1000;
+            }
+
+            return 0; // omitempty: no usage yet
+        }
+
+        Assert.Fail($"no cpu in the metrics: {r.Stdout}");
+        return 0;
+    }
+}

@@ -1,0 +1,123 @@
+using System.Globalization;
+
+namespace ShimV2.EndToEnd.Tests.Support;
+
+/// <summary>
+/// One private containerd for the whole end-to-end collection, started on first use (so a run where every test
+/// skips starts nothing) with eng/lib/containerd.sh's containerd_start + import_busybox, and stopped with its
+/// containerd_stop (kills what is left: tasks, shims, QEMUs; unmounts; removes the temp dir). Its directory is
+/// /tmp/csharp-e2e.*, owned by this test host's pid, so eng/test.sh's containerd_reap_stale cleans it up if this
+/// process is killed. The log (with the shims' logs) is copied to artifacts/test-results/e2e/ at the end.
+/// </summary>
+public sealed class ContainerdFixture : IAsyncLifetime
+{
+    private readonly object _lock = new();
+    private Task<PrivateContainerd>? _start;
+    private PrivateContainerd? _containerd;
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    /// <summary>The running containerd; the first call starts it. A failed start fails every later call the same way.</summary>
+    public async Task<PrivateContainerd> GetAsync()
+    {
+        Task<PrivateContainerd> start;
+        lock (_lock)
+        {
+            start = _start ??= StartAsync();
+        }
+
+        try
+        {
+            return _containerd = await start;
+        }
+        catch (Exception e)
+        {
+            throw new InvalidOperationException($"the private containerd did not start: {e.Message}", e);
+        }
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (_containerd is not { } c)
+        {
+            return;
+        }
+
+        try
+        {
+            System.IO.Directory.CreateDirectory(E2EEnvironment.LogDirectory);
+            var runtime = E2EEnvironment.Runtime.Replace("io.containerd.", "", StringComparison.Ordinal);
+            File.Copy(c.LogPath, Path.Combine(E2EEnvironment.LogDirectory, $"containerd-{runtime}.log"), overwrite: true);
+        }
+        catch (IOException)
+        {
+            // Diagnostics only.
+        }
+        catch (UnauthorizedAccessException)
+        {
+            // Diagnostics only.
+        }
+
+        await HostProcess.RunAsync(
+            "bash",
+            ["-c", "source \"$1\" && CTRD_DIR=\"$2\" CTRD_SOCK=\"$3\" CTRD_PID=\"$4\" containerd_stop", "bash",
+                E2EEnvironment.ContainerdLibrary, c.Directory, c.Socket, c.Pid.ToString(CultureInfo.InvariantCulture)],
+            TimeSpan.FromMinutes(3));
+    }
+
+    private static async Task<PrivateContainerd> StartAsync()
+    {
+        var env = new Dictionary<string, string>
+        {
+            ["CTRD_DIR_TEMPLATE"] = "/tmp/csharp-e2e.XXXXXX",
+            ["CTRD_OWNER_PID"] = Environment.ProcessId.ToString(CultureInfo.InvariantCulture),
+            // debug: containerd then starts shims with -debug, and their logs (copied from the log FIFO) say more.
+            ["CTRD_LOG_LEVEL"] = "debug",
+            ["ARTIFACTS"] = E2EEnvironment.Artifacts,
+        };
+        const string script = """
+            set -e
+            source "$1"
+            containerd_start
+            printf 'CTRD_DIR=%s\nCTRD_SOCK=%s\nCTRD_PID=%s\nCTRD_LOG=%s\n' "$CTRD_DIR" "$CTRD_SOCK" "$CTRD_PID" "$CTRD_LOG"
+            import_busybox
+            echo IMPORTED
+            """;
+        var r = await HostProcess.RunAsync("bash", ["-c", script, "bash", E2EEnvironment.ContainerdLibrary],
+            TimeSpan.FromMinutes(3), new ProcessOptions { Environment = env });
+        var values = r.Stdout.Split('\n')
+            .Select(l => l.Split('=', 2))
+            .Where(kv => kv.Length == 2)
+            .ToDictionary(kv => kv[0], kv => kv[1]);
+        PrivateContainerd? c = null;
+        if (values.TryGetValue("CTRD_DIR", out var dir) && values.TryGetValue("CTRD_SOCK", out var sock)
+            && values.TryGetValue("CTRD_PID", out var pid) && values.TryGetValue("CTRD_LOG", out var log))
+        {
+            c = new PrivateContainerd(dir, sock, int.Parse(pid, CultureInfo.InvariantCulture), log);
+        }
+
+        if (r.ExitCode != 0 || c is null || !r.Stdout.Contains("IMPORTED", StringComparison.Ordinal))
+        {
+            if (c is not null)
+            {
+                await HostProcess.RunAsync(
+                    "bash",
+                    ["-c", "source \"$1\" && CTRD_DIR=\"$2\" CTRD_SOCK=\"$3\" CTRD_PID=\"$4\" containerd_stop", "bash",
+                        E2EEnvironment.ContainerdLibrary, c.Directory, c.Socket, c.Pid.ToString(CultureInfo.InvariantCulture)],
+                    TimeSpan.FromMinutes(3));
+            }
+
+            throw new InvalidOperationException($"starting the private containerd (eng/lib/containerd.sh) failed: {r}");
+        }
+
+        return c;
+    }
+}
+
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ContainerdCollection : ICollectionFixture<ContainerdFixture>
+{
+    /// <summary>Every end-to-end test class is in this one collection: they share the containerd and run one at a
+    /// time (2 cores, TCG-emulated VMs).</summary>
+    public const string Name = "containerd";
+}

@@ -1,0 +1,180 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+
+namespace ShimV2.EndToEnd.Tests.Support;
+
+/// <summary>
+/// A private containerd (own socket, root and state under /tmp/csharp-e2e.*, never the system one) started with
+/// eng/lib/containerd.sh, with artifacts/bin first on its PATH so it finds containerd-shim-csharp-v1, and the
+/// locally built busybox image imported. Everything is driven through the real `ctr`.
+/// </summary>
+public sealed class PrivateContainerd
+{
+    internal PrivateContainerd(string directory, string socket, int pid, string logPath)
+    {
+        Directory = directory;
+        Socket = socket;
+        Pid = pid;
+        LogPath = logPath;
+    }
+
+    public string Directory { get; }
+
+    public string Socket { get; }
+
+    public int Pid { get; }
+
+    public string LogPath { get; }
+
+    public string Namespace { get; } = "default";
+
+    /// <summary>Where the test output of the current test goes (set by each test's scenario).</summary>
+    public Action<string>? Log { get; set; }
+
+    public string BundleDirectory(string id) => Path.Combine(Directory, "state", "io.containerd.runtime.v2.task", Namespace, id);
+
+    /// <summary>The shim socket by runc's convention: /run/containerd/s/sha256(path.Join(address, ns, id)).</summary>
+    public string ShimSocketPath(string groupId) =>
+        Path.Combine(E2EEnvironment.ShimSocketDirectory,
+            Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes($"{Socket}/{Namespace}/{groupId}"))));
+
+    public IEnumerable<string> CtrPrefix => ["--address", Socket, "--namespace", Namespace];
+
+    public Task<ProcessResult> CtrAsync(IEnumerable<string> args, TimeSpan? timeout = null, ProcessOptions? options = null, bool log = true) =>
+        HostProcess.RunAsync("ctr", CtrPrefix.Concat(args), timeout ?? Ctr.CtrTimeout, options, log ? Log : null);
+
+    /// <summary>Runs ctr and asserts it succeeded.</summary>
+    public async Task<ProcessResult> CtrOkAsync(IEnumerable<string> args, TimeSpan? timeout = null, ProcessOptions? options = null)
+    {
+        var r = await CtrAsync(args, timeout, options);
+        Assert.True(r.ExitCode == 0, $"ctr failed: {r}");
+        return r;
+    }
+
+    public HostProcess StartCtr(IEnumerable<string> args, ProcessOptions? options = null, bool log = true) =>
+        HostProcess.Start("ctr", CtrPrefix.Concat(args), options, log ? Log : null);
+
+    /// <summary>The task's status in `ctr task ls` (RUNNING, PAUSED, STOPPED, CREATED...), or null when it has no task.</summary>
+    public async Task<(string? Status, int Pid)> TaskStatusAsync(string id)
+    {
+        var r = await CtrAsync(["tasks", "ls"], log: false);
+        Assert.True(r.ExitCode == 0, $"ctr tasks ls failed: {r}");
+        foreach (var line in r.Stdout.Split('\n').Skip(1))
+        {
+            var cols = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (cols.Length >= 3 && cols[0] == id)
+            {
+                return (cols[2], int.Parse(cols[1], CultureInfo.InvariantCulture));
+            }
+        }
+
+        return (null, 0);
+    }
+
+    public async Task<IReadOnlyList<string>> ContainerIdsAsync()
+    {
+        var r = await CtrAsync(["containers", "ls", "-q"], log: false);
+        Assert.True(r.ExitCode == 0, $"ctr containers ls failed: {r}");
+        return r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+    }
+
+    /// <summary>Best effort: SIGKILL the task, delete it and the container. For cleanup after a failed scenario.</summary>
+    public async Task ForceRemoveAsync(string id)
+    {
+        var timeout = TimeSpan.FromSeconds(30);
+        try
+        {
+            if (!(await ContainerIdsAsync()).Contains(id))
+            {
+                return;
+            }
+
+            await CtrAsync(["tasks", "kill", "-s", "SIGKILL", "--all", id], timeout);
+            await Eventually.TrueAsync(async () => (await TaskStatusAsync(id)).Status is null or "STOPPED", timeout, () => $"{id} did not stop");
+        }
+        catch (Exception e) when (e is TimeoutException or Xunit.Sdk.XunitException)
+        {
+            Log?.Invoke($"cleanup of {id}: {e.Message}");
+        }
+
+        foreach (var args in new[] { new[] { "tasks", "delete", "-f", id }, ["containers", "delete", id] })
+        {
+            try
+            {
+                await CtrAsync(args, timeout);
+            }
+            catch (TimeoutException e)
+            {
+                Log?.Invoke($"cleanup of {id}: {e.Message}");
+            }
+        }
+    }
+
+    /// <summary>Length of containerd's log now (shim log lines included): a scenario's log starts here.</summary>
+    public long LogLength()
+    {
+        try
+        {
+            return new FileInfo(LogPath).Length;
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+    }
+
+    /// <summary>containerd's log from <paramref name="offset"/>, at most the last <paramref name="maxLines"/> lines.</summary>
+    public string LogSince(long offset, int maxLines = 300)
+    {
+        try
+        {
+            using var f = new FileStream(LogPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            f.Seek(Math.Min(offset, f.Length), SeekOrigin.Begin);
+            using var reader = new StreamReader(f);
+            var lines = reader.ReadToEnd().Split('\n');
+            return string.Join('\n', lines.Length > maxLines ? lines[^maxLines..] : lines);
+        }
+        catch (IOException e)
+        {
+            return $"(cannot read {LogPath}: {e.Message})";
+        }
+    }
+}
+
+/// <summary>`ctr` command lines and the time bounds the tests wait with.</summary>
+public static class Ctr
+{
+    public static readonly TimeSpan CtrTimeout = TimeSpan.FromSeconds(60);
+
+    /// <summary>Bound for anything that boots a pod VM (TCG: seconds per boot, more when the 2 cores are busy).
+    /// The shim gives up on a guest agent after the config's bootTimeoutSeconds (60), so this only bounds a hang.</summary>
+    public static readonly TimeSpan BootTimeout = TimeSpan.FromSeconds(E2EEnvironment.IsVmRuntime ? 150 : 60);
+
+    /// <summary>Bound for an event to arrive once what causes it has happened.</summary>
+    public static readonly TimeSpan EventTimeout = TimeSpan.FromSeconds(30);
+
+    /// <summary>`ctr run` arguments for the runtime under test: run [--rm|-d] --runtime R [--runtime-config-path C] FLAGS IMAGE ID CMD...</summary>
+    public static List<string> RunArgs(string id, IEnumerable<string> flags, params string[] command) =>
+        RunArgsWithConfig(E2EEnvironment.IsVmRuntime ? E2EEnvironment.RuntimeConfig : null, id, flags, command);
+
+    /// <summary>Like <see cref="RunArgs"/> with an explicit --runtime-config-path (none when null).</summary>
+    public static List<string> RunArgsWithConfig(string? configPath, string id, IEnumerable<string> flags, params string[] command)
+    {
+        var args = new List<string> { "run", "--runtime", E2EEnvironment.Runtime };
+        if (configPath is not null)
+        {
+            args.AddRange(["--runtime-config-path", configPath]);
+        }
+
+        args.AddRange(flags);
+        args.Add(E2EEnvironment.Image);
+        args.Add(id);
+        args.AddRange(command);
+        return args;
+    }
+
+    /// <summary>`ctr tasks exec --exec-id EXEC ID CMD...` arguments.</summary>
+    public static List<string> ExecArgs(string id, string execId, params string[] command) =>
+        ["tasks", "exec", "--exec-id", execId, id, .. command];
+}
