@@ -1,0 +1,183 @@
+using System.Text;
+using Google.Protobuf;
+using ShimV2.Agent.Protocol.V1;
+using ShimV2.Ttrpc;
+
+namespace ShimV2.GuestAgent.Tests.Vm;
+
+[CollectionDefinition(Name)]
+public sealed class AgentVmCollection : ICollectionFixture<AgentVm>
+{
+    public const string Name = "agent vm";
+}
+
+/// <summary>The agent in a real VM (TCG): containers from a busybox rootfs on the 9p share, over virtio-serial.</summary>
+[Collection(AgentVmCollection.Name)]
+public sealed class AgentVmTests(AgentVm vm)
+{
+    private static readonly TimeSpan CallTimeout = TimeSpan.FromSeconds(60);
+
+    [VmFact]
+    public async Task Check_reports_the_guest_kernel_and_transport()
+    {
+        var check = await vm.Agent!.CheckAsync(new CheckRequest());
+        Assert.Equal("0.1.0", check.AgentVersion);
+        Assert.StartsWith("6.", check.KernelRelease, StringComparison.Ordinal);
+        Assert.Contains("virtio-serial", check.Transports);
+    }
+
+    [VmFact]
+    public async Task Container_prints_hello_kernel_and_its_hostname_then_exits_0()
+    {
+        var (id, pid) = await vm.CreateAsync(["sh", "-c", "echo hello; uname -r; hostname"]);
+        Assert.True(pid > 1);
+        var wait = vm.Agent!.WaitProcessAsync(new WaitProcessRequest { ContainerId = id });
+        var stdout = vm.ReadAllAsync(id);
+        await vm.Agent.StartContainerAsync(new StartContainerRequest { ContainerId = id });
+        var output = await stdout.WaitAsync(CallTimeout);
+        var exit = await wait.WaitAsync(CallTimeout);
+        var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(lines.Length == 3, $"stdout was \"{output}\"\n{vm.ConsoleTail()}");
+        Assert.Equal("hello", lines[0]);
+        Assert.StartsWith("6.", lines[1], StringComparison.Ordinal);
+        Assert.Equal("box", lines[2]);
+        Assert.Equal(0u, exit.ExitStatus);
+        Assert.Equal(pid, exit.Pid);
+        Assert.False(exit.OomKilled);
+        Assert.InRange(exit.ExitedAtUnixNano, DateTimeOffset.UtcNow.AddMinutes(-10).ToUnixTimeMilliseconds() * 1_000_000, long.MaxValue);
+        await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = id });
+    }
+
+    [VmFact]
+    public async Task Exit_code_is_reported()
+    {
+        var (id, _) = await vm.CreateAsync(["sh", "-c", "echo oops >&2; exit 3"]);
+        var stderr = vm.ReadAllAsync(id, stderr: true);
+        await vm.Agent!.StartContainerAsync(new StartContainerRequest { ContainerId = id });
+        var exit = await vm.Agent.WaitProcessAsync(new WaitProcessRequest { ContainerId = id }).WaitAsync(CallTimeout);
+        Assert.Equal(3u, exit.ExitStatus);
+        Assert.Equal("oops\n", await stderr.WaitAsync(CallTimeout));
+        await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = id });
+    }
+
+    [VmFact]
+    public async Task Sigkill_gives_137()
+    {
+        var (id, _) = await vm.CreateAsync(["sleep", "1000"]);
+        await vm.Agent!.StartContainerAsync(new StartContainerRequest { ContainerId = id });
+        var wait = vm.Agent.WaitProcessAsync(new WaitProcessRequest { ContainerId = id });
+        await vm.Agent.SignalProcessAsync(new SignalProcessRequest { ContainerId = id, Signal = 9 });
+        var exit = await wait.WaitAsync(CallTimeout);
+        Assert.Equal(137u, exit.ExitStatus);
+        await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = id });
+    }
+
+    [VmFact]
+    public async Task Exec_runs_in_the_container_with_stdin_and_all_kill_ends_everything()
+    {
+        var (id, initPid) = await vm.CreateAsync(["sleep", "1000"]);
+        await vm.Agent!.StartContainerAsync(new StartContainerRequest { ContainerId = id });
+        var initWait = vm.Agent.WaitProcessAsync(new WaitProcessRequest { ContainerId = id });
+
+        var process = """{"args":["sh","-c","read line; echo got:$line; echo pid:$$; hostname; set -- /proc/[0-9]*; echo $#"],"env":["PATH=/bin"],"cwd":"/","user":{"uid":0,"gid":0}}""";
+        var exec = await vm.Agent.ExecProcessAsync(new ExecProcessRequest
+        {
+            ContainerId = id,
+            ExecId = "e1",
+            ProcessJson = ByteString.CopyFromUtf8(process),
+            Stdin = true,
+            Stdout = true,
+        });
+        Assert.NotEqual(initPid, exec.Pid);
+        var stdout = vm.ReadAllAsync(id, "e1");
+        var written = await vm.Agent.WriteStdinAsync(new WriteStreamRequest { ContainerId = id, ExecId = "e1", Data = ByteString.CopyFromUtf8("ping\n") });
+        Assert.Equal(5u, written.Len);
+        await vm.Agent.CloseStdinAsync(new CloseStdinRequest { ContainerId = id, ExecId = "e1" });
+        var exit = await vm.Agent.WaitProcessAsync(new WaitProcessRequest { ContainerId = id, ExecId = "e1" }).WaitAsync(CallTimeout);
+        Assert.Equal(0u, exit.ExitStatus);
+        var lines = (await stdout.WaitAsync(CallTimeout)).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("got:ping", lines[0]);
+        Assert.NotEqual("pid:" + exec.Pid, lines[1]); // a pid in the container's PID namespace
+        Assert.Equal("box", lines[2]);
+        Assert.Equal("2", lines[3]); // sleep (pid 1) and this sh: the container's own /proc
+
+        var list = await vm.Agent.ListProcessesAsync(new ContainerRequest { ContainerId = id });
+        Assert.Contains(list.Processes, p => p.Pid == initPid && p.ExecId.Length == 0 && p.Args.SequenceEqual(new[] { "sleep", "1000" }));
+
+        await vm.Agent.SignalProcessAsync(new SignalProcessRequest { ContainerId = id, Signal = 9, All = true });
+        Assert.Equal(137u, (await initWait.WaitAsync(CallTimeout)).ExitStatus);
+        await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = id });
+    }
+
+    [VmFact]
+    public async Task Terminal_process_gets_a_pty_with_the_requested_size()
+    {
+        var (id, _) = await vm.CreateAsync(["sh", "-c", "stty size; tty"], terminal: true);
+        await vm.Agent!.TtyWinResizeAsync(new TtyWinResizeRequest { ContainerId = id, Rows = 33, Cols = 111 });
+        var stdout = vm.ReadAllAsync(id);
+        await vm.Agent.StartContainerAsync(new StartContainerRequest { ContainerId = id });
+        var exit = await vm.Agent.WaitProcessAsync(new WaitProcessRequest { ContainerId = id }).WaitAsync(CallTimeout);
+        var output = await stdout.WaitAsync(CallTimeout);
+        Assert.Equal(0u, exit.ExitStatus);
+        Assert.Contains("33 111", output, StringComparison.Ordinal);
+        Assert.Empty((await vm.Agent.ReadStderrAsync(new ReadStreamRequest { ContainerId = id, Len = 10 })).Data);
+        await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = id });
+    }
+
+    [VmFact]
+    public async Task Cgroup_limits_stats_pause_and_update()
+    {
+        var (id, _) = await vm.CreateAsync(["sleep", "1000"], edit: spec =>
+            spec["linux"]!["resources"] = System.Text.Json.Nodes.JsonNode.Parse("""{"memory":{"limit":67108864},"pids":{"limit":50},"cpu":{"shares":512,"quota":50000,"period":100000}}"""));
+        await vm.Agent!.StartContainerAsync(new StartContainerRequest { ContainerId = id });
+        var stats = await vm.Agent.StatsContainerAsync(new ContainerRequest { ContainerId = id });
+        Assert.Equal("v2", stats.CgroupVersion);
+        Assert.Equal(67108864ul, stats.MemoryLimitBytes);
+        Assert.Equal(50ul, stats.PidsLimit);
+        Assert.Equal(1ul, stats.PidsCurrent);
+
+        await vm.Agent.UpdateContainerAsync(new UpdateContainerRequest { ContainerId = id, ResourcesJson = ByteString.CopyFromUtf8("""{"pids":{"limit":20}}""") });
+        Assert.Equal(20ul, (await vm.Agent.StatsContainerAsync(new ContainerRequest { ContainerId = id })).PidsLimit);
+        var bad = await Assert.ThrowsAsync<TtrpcException>(() => vm.Agent.UpdateContainerAsync(
+            new UpdateContainerRequest { ContainerId = id, ResourcesJson = ByteString.CopyFromUtf8("{not json") }));
+        Assert.Equal(TtrpcStatusCode.InvalidArgument, bad.Code);
+
+        await vm.Agent.PauseContainerAsync(new ContainerRequest { ContainerId = id });
+        await vm.Agent.ResumeContainerAsync(new ContainerRequest { ContainerId = id });
+
+        var wait = vm.Agent.WaitProcessAsync(new WaitProcessRequest { ContainerId = id });
+        await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = id });
+        Assert.Equal(137u, (await wait.WaitAsync(CallTimeout)).ExitStatus);
+        var gone = await Assert.ThrowsAsync<TtrpcException>(() => vm.Agent.StatsContainerAsync(new ContainerRequest { ContainerId = id }));
+        Assert.Equal(TtrpcStatusCode.NotFound, gone.Code);
+    }
+
+    [VmFact]
+    public async Task Errors_carry_codes_a_user_can_act_on()
+    {
+        var unknown = await Assert.ThrowsAsync<TtrpcException>(() => vm.Agent!.WaitProcessAsync(new WaitProcessRequest { ContainerId = "nope" }));
+        Assert.Equal(TtrpcStatusCode.NotFound, unknown.Code);
+
+        var id = vm.NewContainer("bad");
+        var malformed = await Assert.ThrowsAsync<TtrpcException>(() => vm.Agent!.CreateContainerAsync(new CreateContainerRequest
+        {
+            ContainerId = id,
+            OciSpecJson = ByteString.CopyFromUtf8("{\"process\":"),
+            RootfsGuestPath = AgentVm.GuestRootfs(id),
+        }));
+        Assert.Equal(TtrpcStatusCode.InvalidArgument, malformed.Code);
+
+        // Like runc create: the executable is looked up before the container is reported created.
+        var missing = await Assert.ThrowsAsync<TtrpcException>(() => vm.CreateAsync(["no-such-binary"]));
+        Assert.Equal(TtrpcStatusCode.FailedPrecondition, missing.Code);
+        Assert.Contains("\"no-such-binary\": executable file not found in $PATH", missing.Message, StringComparison.Ordinal);
+
+        var (created, _) = await vm.CreateAsync(["true"]);
+        await vm.Agent!.StartContainerAsync(new StartContainerRequest { ContainerId = created });
+        var twice = await Assert.ThrowsAsync<TtrpcException>(() => vm.Agent.StartContainerAsync(new StartContainerRequest { ContainerId = created }));
+        Assert.Equal(TtrpcStatusCode.FailedPrecondition, twice.Code);
+        await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = created });
+        var again = await Assert.ThrowsAsync<TtrpcException>(() => vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = created }));
+        Assert.Equal(TtrpcStatusCode.NotFound, again.Code);
+    }
+}
