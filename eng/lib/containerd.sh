@@ -5,7 +5,8 @@
 #
 #   containerd_start            # sets CTRD_DIR, CTRD_SOCK, CTRD_PID, CTRD_LOG; returns once `ctr version` answers
 #                               # (CTRD_DIR_TEMPLATE: mktemp template of the dir, default /tmp/csharp-ctrd.XXXXXX;
-#                               #  CTRD_OWNER_PID: the process whose death makes the dir stale, default this shell)
+#                               #  CTRD_OWNER_PID: the process whose death makes the dir stale, default this shell;
+#                               #  CTRD_PATH_PREFIX: directories put before artifacts/bin on containerd's PATH)
 #   ctrd [ctr args...]          # ctr against the private containerd (namespace $CTRD_NS, default "default")
 #   import_busybox [REF]        # builds the busybox OCI tarball (cached) and imports it; REF defaults to
 #                               # docker.io/library/busybox:csharp
@@ -57,7 +58,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [plugins."io.containerd.internal.v1.opt"]
   path = "$CTRD_DIR/opt"
 TOML
-  local path="$ARTIFACTS/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+  local path="${CTRD_PATH_PREFIX:+$CTRD_PATH_PREFIX:}$ARTIFACTS/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
   # setsid: containerd gets its own session, so a terminal's ^C reaches only us and our trap cleans up.
   PATH="$path" setsid containerd --config "$CTRD_DIR/config.toml" >"$CTRD_LOG" 2>&1 </dev/null &
   CTRD_PID=$!

@@ -66,19 +66,24 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
     public Task Stdin_round_trip_through_cat_is_byte_exact(int mib) => Scenario.RunAsync(fixture, output, async s =>
     {
         var id = await shared.GetAsync(s);
+        await using var events = await s.EventsAsync();
         using var sent = new HashingStream();
         using var received = new HashingStream();
         var bytes = mib * 1024L * 1024;
         var execId = $"cat{mib}";
 
-        var r = await s.Containerd.CtrAsync(Ctr.ExecArgs(id, execId, "cat"), TimeSpan.FromSeconds(60 + (mib * 5)),
-            new ProcessOptions { Stdin = TestData.Random(bytes, mib, sent), StdoutSink = received });
+        var r = await s.Containerd.CtrAsync(Ctr.ExecArgs(id, execId, "cat"), TimeSpan.FromSeconds(60 + (mib * 5)), new ProcessOptions
+        {
+            Stdin = AfterExecStarted(events, execId, TestData.Random(bytes, mib, sent)),
+            StdoutSink = received,
+        });
 
         s.Write($"{mib} MiB round trip: {r.Elapsed.TotalSeconds:0.00} s, {mib / r.Elapsed.TotalSeconds:0.0} MiB/s each way");
         Assert.True(r.ExitCode == 0, r.ToString());
         Assert.Equal(bytes, sent.Count);
         Assert.Equal(bytes, received.Count);
         Assert.Equal(sent.HexDigest(), received.HexDigest());
+        await events.AssertSequenceAsync(id, [$"/tasks/exec-added {execId}", $"/tasks/exec-started {execId}", $"/tasks/exit {execId} 0"], Ctr.EventTimeout);
     });
 
     /// <summary>CloseIO: the process reads to EOF after what was sent (3 bytes), and with nothing sent at all.</summary>
@@ -90,9 +95,12 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
 
         var some = await s.Containerd.CtrAsync(Ctr.ExecArgs(id, "eof1", "sh", "-c", "wc -c; echo eof"), options: new ProcessOptions
         {
-            Stdin = async stdin => await stdin.WriteAsync("abc"u8.ToArray()),
+            Stdin = AfterExecStarted(events, "eof1", async stdin => await stdin.WriteAsync("abc"u8.ToArray())),
         });
-        var none = await s.Containerd.CtrAsync(Ctr.ExecArgs(id, "eof2", "sh", "-c", "cat; echo eof"));
+        var none = await s.Containerd.CtrAsync(Ctr.ExecArgs(id, "eof2", "sh", "-c", "cat; echo eof"), options: new ProcessOptions
+        {
+            Stdin = AfterExecStarted(events, "eof2", _ => Task.CompletedTask),
+        });
 
         Assert.True(some.ExitCode == 0, some.ToString());
         Assert.Equal("3\neof\n", some.Stdout.Replace(" ", "", StringComparison.Ordinal));
@@ -199,4 +207,15 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
         Assert.Fail($"no cpu in the metrics: {r.Stdout}");
         return 0;
     }
+
+    /// <summary>
+    /// Feeds stdin only once the exec has started. ctr (1.6) calls CloseIO when its stdin reaches EOF, but only if
+    /// the exec already exists then: an EOF that comes first (an empty stdin, or a shim that drains the FIFO before
+    /// Start) is never forwarded, and the process would wait for input forever.
+    /// </summary>
+    private static Func<Stream, Task> AfterExecStarted(CtrEvents events, string execId, Func<Stream, Task> feed) => async stdin =>
+    {
+        await events.WaitForAsync(e => e.Topic == "/tasks/exec-started" && e.ProcessId == execId, Ctr.BootTimeout, $"/tasks/exec-started {execId}");
+        await feed(stdin);
+    };
 }

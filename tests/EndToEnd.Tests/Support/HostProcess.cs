@@ -223,6 +223,11 @@ public sealed class HostProcess : IAsyncDisposable
         {
             // The process stopped reading (it exited): what it did not read is its business.
         }
+        catch (Exception e)
+        {
+            // A feeder that gave up (e.g. waited in vain for an event): the command sees EOF; say why.
+            _log?.Invoke($"stdin feeder of `{Shorten(CommandLine)}` failed: {e.Message}");
+        }
         finally
         {
             try
