@@ -154,6 +154,7 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
     {
         var c = s.Containerd;
         var id = await shared.GetAsync(s);
+        await using var events = await s.EventsAsync();
 
         var before = await CpuUsageMicrosAsync(s, id);
         var busy = await c.CtrAsync(Ctr.ExecArgs(id, "busy", "sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"),
@@ -163,6 +164,7 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
 
         s.Write($"cpu usage: {before} us -> {after} us");
         Assert.True(after > before, $"CPU usage did not grow: {before} -> {after}");
+        await events.AssertSequenceAsync(id, ["/tasks/exec-added busy", "/tasks/exec-started busy", "/tasks/exit busy 0"], Ctr.EventTimeout);
     });
 
     /// <summary>Checkpoint is documented as unsupported: the shim answers Unimplemented, which ctr reports as
@@ -172,13 +174,17 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
     {
         var c = s.Containerd;
         var id = await shared.GetAsync(s);
+        await using var events = await s.EventsAsync();
 
         var r = await c.CtrAsync(["tasks", "checkpoint", id]);
 
+        s.Write($"ctr said: {r.Stderr.Trim()}");
         Assert.True(r.ExitCode != 0, $"checkpoint succeeded: {r}");
         Assert.True(r.Stderr.Contains("not implemented", StringComparison.OrdinalIgnoreCase)
             || r.Stderr.Contains("unimplemented", StringComparison.OrdinalIgnoreCase), $"not an Unimplemented error: {r}");
         Assert.Equal("RUNNING", (await c.TaskStatusAsync(id)).Status);
+        // containerd's client pauses the task around a checkpoint and resumes it whatever the outcome.
+        await events.AssertSequenceAsync(id, ["/tasks/paused", "/tasks/resumed"], Ctr.EventTimeout);
     });
 
     /// <summary>cgroup v2 metrics carry cpu.usage_usec, v1 cpu.usage.total (ns); `ctr task metrics --format json`

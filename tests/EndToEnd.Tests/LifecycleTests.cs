@@ -97,6 +97,7 @@ public sealed class LifecycleTests(ContainerdFixture fixture, ITestOutputHelper 
 
         await HostState.AssertNothingLeftAsync(c, id);
         Assert.Empty(HostState.QemuProcesses(id));
+        await events.AssertSequenceAsync(id, ["/tasks/create", "/tasks/start", $"/tasks/exit {id} 137", "/tasks/delete 137"], Ctr.EventTimeout);
     });
 
     /// <summary>Two `ctr run -d` with different ids: two sandboxes, two QEMUs (the task pid `ctr task ls` shows is
@@ -157,6 +158,7 @@ public sealed class LifecycleTests(ContainerdFixture fixture, ITestOutputHelper 
     [VmFact]
     public Task Container_runs_in_a_qemu_vm() => Scenario.RunAsync(fixture, output, async s =>
     {
+        await using var events = await s.EventsAsync();
         var id = s.NewId("vm");
         const string script =
             "echo vendor=$(cat /sys/class/dmi/id/sys_vendor); echo cmdline=$(cat /proc/cmdline); "
@@ -176,6 +178,7 @@ public sealed class LifecycleTests(ContainerdFixture fixture, ITestOutputHelper 
         var hostUptime = double.Parse(File.ReadAllText("/proc/uptime").Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
         var guestUptime = double.Parse(guest.GetValueOrDefault("uptime") ?? "-1", System.Globalization.CultureInfo.InvariantCulture);
         Assert.InRange(guestUptime, 0, Math.Min(600, hostUptime));
+        await events.AssertSequenceAsync(id, ["/tasks/create", "/tasks/start", $"/tasks/exit {id} 0", "/tasks/delete 0"], Ctr.EventTimeout);
         await HostState.AssertNothingLeftAsync(s.Containerd, id);
     });
 
@@ -202,6 +205,7 @@ public sealed class LifecycleTests(ContainerdFixture fixture, ITestOutputHelper 
         Assert.Contains(missing, lines[0], StringComparison.Ordinal);
         Assert.Empty(HostState.QemuProcesses(id));
         await HostState.AssertNothingLeftAsync(c, id);
-        Assert.DoesNotContain(events.TaskEvents(id), e => e.Topic is "/tasks/start" or "/tasks/exit");
+        var taskEvents = events.Describe(id);
+        Assert.True(taskEvents.Count == 0, $"a create that failed published [{string.Join(", ", taskEvents)}]");
     });
 }

@@ -51,6 +51,7 @@ public sealed class ProcessTests(ContainerdFixture fixture, LimitedContainer lim
     {
         var c = s.Containerd;
         var id = await limited.GetAsync(s);
+        await using var events = await s.EventsAsync();
 
         var before = await c.CtrAsync(Ctr.ExecArgs(id, "hog1", "dd", "if=/dev/zero", "of=/dev/null", Hog128MiB, "count=1"), TimeSpan.FromSeconds(120));
         Assert.True(before.ExitCode == 137, $"128 MiB under a 64 MiB limit should be OOM-killed: {before}");
@@ -60,6 +61,9 @@ public sealed class ProcessTests(ContainerdFixture fixture, LimitedContainer lim
 
         var after = await c.CtrAsync(Ctr.ExecArgs(id, "hog2", "dd", "if=/dev/zero", "of=/dev/null", Hog128MiB, "count=1"), TimeSpan.FromSeconds(120));
         Assert.True(after.ExitCode == 0, $"128 MiB under a 256 MiB limit should fit: {after}");
+        await events.AssertSequenceAsync(id,
+            ["/tasks/exec-added hog1", "/tasks/exec-started hog1", "/tasks/oom", "/tasks/exit hog1 137", "/tasks/exec-added hog2", "/tasks/exec-started hog2", "/tasks/exit hog2 0"],
+            Ctr.EventTimeout);
     });
 
     /// <summary>An init that allocates 256 MiB under a 32 MiB limit is OOM-killed: exit 137, /tasks/oom before /tasks/exit.</summary>
@@ -84,6 +88,7 @@ public sealed class ProcessTests(ContainerdFixture fixture, LimitedContainer lim
     [E2EFact]
     public Task Init_stdin_is_byte_exact() => Scenario.RunAsync(fixture, output, async s =>
     {
+        await using var events = await s.EventsAsync();
         var id = s.NewId("stdin");
         const long bytes = 1024 * 1024;
         using var sent = new HashingStream();
@@ -94,6 +99,7 @@ public sealed class ProcessTests(ContainerdFixture fixture, LimitedContainer lim
         Assert.True(r.ExitCode == 0, r.ToString());
         Assert.Equal(bytes, sent.Count);
         Assert.Equal(sent.HexDigest(), r.Stdout.Split(' ', StringSplitOptions.RemoveEmptyEntries).FirstOrDefault());
+        await events.AssertSequenceAsync(id, ["/tasks/create", "/tasks/start", $"/tasks/exit {id} 0", "/tasks/delete 0"], Ctr.EventTimeout);
         await HostState.AssertNothingLeftAsync(s.Containerd, id);
     });
 }
