@@ -154,7 +154,7 @@ done
 fmt_ms() { awk -v v="$1" 'BEGIN { if (v == "" || v == "nan") print "-"; else if (v >= 1000) printf "%.2f s", v / 1000; else printf "%.0f ms", v }'; }
 fmt_us() { awk -v v="$1" 'BEGIN { if (v == "" || v == "nan") print "-"; else printf "%.1f ms", v / 1000 }'; }
 fmt_kib() { awk -v v="$1" 'BEGIN { if (v == "" || v == 0) print "-"; else printf "%.1f MiB", v / 1024 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "nan" || b == "nan" || b == 0) print "-"; else printf "%.1fx", a / b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || a == "nan" || b == "nan" || b == 0) print "-"; else if (a / b < 1) printf "%.2fx", a / b; else printf "%.1fx", a / b }'; }
 
 echo
 echo "containerd $(containerd --version | awk '{ print $3 }'), $(nproc) cores, $( [[ -e /dev/kvm ]] && echo KVM || echo 'no KVM: QEMU uses TCG'), N=$N, ${MIB} MiB"
