@@ -42,10 +42,10 @@ internal static partial class Program
         }
 
         ProcessReaper.Shared.Start();
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
-        using var sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
-        using var sigquit = PosixSignalRegistration.Create(PosixSignal.SIGQUIT, OnSignal);
+        // As PID 1, keep running whatever is sent (run by hand, the default handling ends the agent).
+        PosixSignalRegistration[] ignored = isInit
+            ? [.. new[] { PosixSignal.SIGTERM, PosixSignal.SIGINT, PosixSignal.SIGHUP, PosixSignal.SIGQUIT }.Select(s => PosixSignalRegistration.Create(s, OnSignal))]
+            : [];
 
         var transport = new AgentTransport(loggerFactory.CreateLogger("transport"));
         var agent = new AgentService(new AgentOptions(), loggerFactory.CreateLogger("service"), () => transport.Active switch
@@ -71,6 +71,7 @@ internal static partial class Program
         }
 
         stop.Cancel();
+        GC.KeepAlive(ignored);
         Stop(isInit, 0);
         return 0;
     }
@@ -95,7 +96,7 @@ internal static partial class Program
 
     private static void OnSignal(PosixSignalContext context)
     {
-        // PID 1 keeps running whatever it is sent: only the host (DestroySandbox) stops the VM.
+        // Only the host (DestroySandbox) stops the VM.
         context.Cancel = true;
         if (s_logger != null)
         {

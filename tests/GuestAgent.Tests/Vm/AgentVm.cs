@@ -35,6 +35,9 @@ public sealed class AgentVm : IAsyncLifetime
 
     public string ConsoleLog => Vm?.ConsoleLogPath ?? "(no vm)";
 
+    /// <summary>The guest console of the last VM the tests booted.</summary>
+    public static string LastConsoleLog => Path.Combine(Path.GetTempPath(), "guest-agent-vm-console.log");
+
     public async Task InitializeAsync()
     {
         if (AgentImage.SkipReason != null)
@@ -99,6 +102,14 @@ public sealed class AgentVm : IAsyncLifetime
         if (Vm != null)
         {
             await Vm.DisposeAsync();
+            try
+            {
+                // Kept for a look after the run (the work directory is removed).
+                File.Copy(Vm.ConsoleLogPath, LastConsoleLog, overwrite: true);
+            }
+            catch (IOException)
+            {
+            }
         }
 
         if (_root != null)

@@ -44,7 +44,11 @@ internal sealed class ProcessPlan
 /// </summary>
 internal static class ContainerPlanner
 {
-    public const string DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    /// <summary>0755 (C# has no octal literals).</summary>
+    public const uint DirectoryMode = 0b111_101_101;
+
+    /// <summary>022, runc's default umask.</summary>
+    public const uint DefaultUmask = 0b000_010_010;
 
     private static readonly string[] DefaultDevices = ["null", "zero", "full", "random", "urandom", "tty"];
 
@@ -129,7 +133,7 @@ internal static class ContainerPlanner
         var cwd = Cwd(process);
         if (cwd != "/")
         {
-            ins.Mkdir(0755, cwd);
+            ins.Mkdir(DirectoryMode, cwd);
         }
 
         var plan = new ProcessPlan
@@ -368,7 +372,7 @@ internal static class ContainerPlanner
         }
 
         ins.Cwd(Cwd(process));
-        ins.Umask(user.Umask ?? 0022);
+        ins.Umask(user.Umask ?? DefaultUmask);
         ins.User(user.Uid, user.Gid, user.AdditionalGids ?? []);
         if (process.Capabilities is { } caps)
         {

@@ -1,0 +1,169 @@
+using System.Text;
+using ShimV2.GuestAgent.Native;
+using ShimV2.GuestAgent.Stdio;
+using ShimV2.Ttrpc;
+
+namespace ShimV2.GuestAgent.Tests;
+
+public class StdioTests
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(10);
+
+    [Fact]
+    public async Task Output_is_read_in_order_and_end_of_stream_waits_for_the_exit()
+    {
+        var (r, w) = Libc.Pipe();
+        using var stream = new OutputStream(new SafeFd(r), "test");
+        stream.Start();
+        Libc.WriteAll(w, "hello "u8);
+        Libc.WriteAll(w, "world"u8);
+        Libc.close(w);
+        await stream.Drained.WaitAsync(Timeout);
+
+        Assert.Equal("hel", Encoding.UTF8.GetString(await stream.ReadAsync(3, CancellationToken.None)));
+        Assert.Equal("lo world", Encoding.UTF8.GetString(await stream.ReadAsync(100, CancellationToken.None)));
+
+        // The pipe is at EOF but the process has not been reported exited: readers wait.
+        var pending = stream.ReadAsync(100, CancellationToken.None);
+        Assert.False(pending.IsCompleted);
+        stream.ProcessExited();
+        Assert.Empty(await pending.WaitAsync(Timeout));
+        Assert.Empty(await stream.ReadAsync(100, CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task A_full_buffer_stops_reading_until_the_reader_catches_up()
+    {
+        var (r, w) = Libc.Pipe();
+        using var stream = new OutputStream(new SafeFd(r), "test", capacity: 1024);
+        stream.Start();
+        var data = Enumerable.Range(0, 512 * 1024).Select(i => (byte)(i * 7)).ToArray();
+        var writer = Task.Run(() =>
+        {
+            Libc.WriteAll(w, data);
+            Libc.close(w);
+        });
+
+        var received = new MemoryStream();
+        while (received.Length < data.Length)
+        {
+            var chunk = await stream.ReadAsync(4096, CancellationToken.None).WaitAsync(Timeout);
+            Assert.NotEmpty(chunk);
+            Assert.InRange(stream.Buffered, 0, 1024 + (64 * 1024)); // at most one pump read past the capacity
+            received.Write(chunk);
+        }
+
+        await writer.WaitAsync(Timeout);
+        stream.ProcessExited();
+        Assert.Empty(await stream.ReadAsync(10, CancellationToken.None).WaitAsync(Timeout));
+        Assert.Equal(data, received.ToArray());
+    }
+
+    [Fact]
+    public async Task After_the_exit_a_pipe_held_by_a_descendant_is_given_up_after_the_grace_period()
+    {
+        var (r, w) = Libc.Pipe();
+        try
+        {
+            using var stream = new OutputStream(new SafeFd(r), "test", exitGrace: TimeSpan.FromMilliseconds(50));
+            stream.Start();
+            Libc.WriteAll(w, "x"u8);
+            stream.ProcessExited();
+            Assert.Equal("x", Encoding.UTF8.GetString(await stream.ReadAsync(10, CancellationToken.None).WaitAsync(Timeout)));
+            Assert.Empty(await stream.ReadAsync(10, CancellationToken.None).WaitAsync(Timeout));
+        }
+        finally
+        {
+            Libc.close(w);
+        }
+    }
+
+    [Fact]
+    public async Task A_cancelled_read_throws_and_leaves_the_data()
+    {
+        var (r, w) = Libc.Pipe();
+        using var stream = new OutputStream(new SafeFd(r), "test");
+        stream.Start();
+        using var cts = new CancellationTokenSource();
+        var read = stream.ReadAsync(10, cts.Token);
+        await cts.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => read);
+        Libc.WriteAll(w, "kept"u8);
+        Assert.Equal("kept", Encoding.UTF8.GetString(await stream.ReadAsync(10, CancellationToken.None).WaitAsync(Timeout)));
+        Libc.close(w);
+    }
+
+    [Fact]
+    public async Task Stdin_close_waits_for_every_pending_write_to_be_delivered()
+    {
+        var (r, w) = Libc.Pipe();
+        var stdin = new StdinWriter(new SafeFd(w), closeOnClose: true);
+        var data = new byte[256 * 1024]; // more than a pipe holds: the write blocks until the reader drains it
+        Array.Fill(data, (byte)'a');
+        var write = stdin.WriteAsync(data, CancellationToken.None);
+        var close = stdin.CloseAsync();
+        Assert.False(close.IsCompleted);
+
+        using var reader = new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(r, ownsHandle: true), FileAccess.Read);
+        var all = new MemoryStream();
+        await reader.CopyToAsync(all).WaitAsync(Timeout); // ends at EOF: after the close
+        Assert.Equal(data.Length, await write);
+        await close.WaitAsync(Timeout);
+        Assert.Equal(data.Length, all.Length);
+
+        var e = await Assert.ThrowsAsync<AgentException>(() => stdin.WriteAsync("late"u8.ToArray(), CancellationToken.None));
+        Assert.Equal(TtrpcStatusCode.FailedPrecondition, e.Code);
+        await stdin.CloseAsync(); // twice is fine
+    }
+
+    [Fact]
+    public async Task Writing_to_a_process_that_closed_its_stdin_is_a_failed_precondition()
+    {
+        var (r, w) = Libc.Pipe();
+        Libc.close(r);
+        using var stdin = new StdinWriter(new SafeFd(w), closeOnClose: true);
+        var e = await Assert.ThrowsAsync<AgentException>(() => stdin.WriteAsync("x"u8.ToArray(), CancellationToken.None));
+        Assert.Equal(TtrpcStatusCode.FailedPrecondition, e.Code);
+        Assert.Contains("broken pipe", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Streams_the_host_does_not_use_are_dev_null()
+    {
+        using var stdio = ProcessStdio.Create(terminal: false, stdin: false, stdout: true, stderr: false, consoleSize: null);
+        Assert.Null(stdio.Stdin);
+        Assert.NotNull(stdio.Stdout);
+        Assert.Null(stdio.Stderr);
+        var (i, o, e) = stdio.ChildFds;
+        Assert.Equal("/dev/null", Target(i));
+        Assert.StartsWith("pipe:", Target(o), StringComparison.Ordinal);
+        Assert.Equal("/dev/null", Target(e));
+        var resize = Assert.Throws<AgentException>(() => stdio.Resize(10, 10));
+        Assert.Equal(TtrpcStatusCode.FailedPrecondition, resize.Code);
+    }
+
+    [Fact]
+    public async Task A_terminal_is_one_pty_for_all_three_streams_with_output_on_stdout()
+    {
+        using var stdio = ProcessStdio.Create(terminal: true, stdin: true, stdout: true, stderr: true, consoleSize: new Oci.OciBox { Height = 24, Width = 80 });
+        Assert.StartsWith("/dev/pts/", stdio.ConsolePath, StringComparison.Ordinal);
+        var (i, o, e) = stdio.ChildFds;
+        Assert.Equal(i, o);
+        Assert.Equal(i, e);
+        Assert.Equal(stdio.ConsolePath, Target(i));
+        Assert.Null(stdio.Stderr);
+        Assert.NotNull(stdio.Stdin);
+        stdio.Resize(40, 120);
+
+        // What the process writes on the slave comes out of stdout.
+        stdio.StartPumps();
+        Libc.WriteAll(o, "tty-out"u8);
+        var text = "";
+        while (!text.Contains("tty-out", StringComparison.Ordinal))
+        {
+            text += Encoding.UTF8.GetString(await stdio.Stdout!.ReadAsync(100, CancellationToken.None).WaitAsync(Timeout));
+        }
+    }
+
+    private static string Target(int fd) => new FileInfo($"/proc/self/fd/{fd}").LinkTarget ?? "";
+}
