@@ -10,6 +10,9 @@ cd "$REPO_ROOT"
 
 if [[ "${1:-}" == --no-build ]]; then shift; else "$REPO_ROOT/eng/build.sh"; fi
 
+# The guest agent's VM tests boot the image eng/build.sh made (they default to artifacts/guest-image).
+export CSHARP_GUEST_IMAGE="${CSHARP_GUEST_IMAGE:-$ARTIFACTS/guest}"
+
 results="$ARTIFACTS/test-results"
 rm -rf "$results"; mkdir -p "$results"
 containerd_reap_stale
