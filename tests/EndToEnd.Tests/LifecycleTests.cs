@@ -208,4 +208,26 @@ public sealed class LifecycleTests(ContainerdFixture fixture, ITestOutputHelper 
         var taskEvents = events.Describe(id);
         Assert.True(taskEvents.Count == 0, $"a create that failed published [{string.Join(", ", taskEvents)}]");
     });
+
+    /// <summary>A guest that cannot boot (an empty initrd: the kernel panics, QEMU exits): the create fails with the
+    /// tail of the guest console in ctr's error (as documented), fast, and nothing is left.</summary>
+    [VmFact]
+    public Task Guest_that_panics_at_boot_fails_create_with_the_console_tail() => Scenario.RunAsync(fixture, output, async s =>
+    {
+        var c = s.Containerd;
+        var id = s.NewId("panic");
+        var emptyInitrd = Path.Combine(c.Directory, $"{id}.initrd");
+        await File.WriteAllBytesAsync(emptyInitrd, []);
+        var config = JsonNode.Parse(await File.ReadAllTextAsync(E2EEnvironment.RuntimeConfig))!;
+        config["initrdPath"] = emptyInitrd;
+        var configPath = Path.Combine(c.Directory, $"{id}.json");
+        await File.WriteAllTextAsync(configPath, config.ToJsonString());
+
+        var r = await c.CtrAsync(Ctr.RunArgsWithConfig(configPath, id, ["--rm"], "true"), Ctr.BootTimeout);
+
+        s.Write($"ctr said: {r.Stderr.Trim()}");
+        Assert.True(r.ExitCode != 0, $"ctr succeeded with an empty initrd: {r}");
+        Assert.Contains("Kernel panic", r.Stderr, StringComparison.Ordinal);
+        await HostState.AssertNothingLeftAsync(c, id);
+    });
 }
