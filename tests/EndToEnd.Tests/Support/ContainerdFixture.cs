@@ -7,7 +7,7 @@ namespace ShimV2.EndToEnd.Tests.Support;
 /// skips starts nothing) with eng/lib/containerd.sh's containerd_start + import_busybox, and stopped with its
 /// containerd_stop (kills what is left: tasks, shims, QEMUs; unmounts; removes the temp dir). Its directory is
 /// /tmp/csharp-e2e.*, owned by this test host's pid, so eng/test.sh's containerd_reap_stale cleans it up if this
-/// process is killed. The log (with the shims' logs) is copied to artifacts/test-results/e2e/ at the end.
+/// process is killed (as does the next start of this fixture). The log (with the shims' logs) is copied to artifacts/test-results/e2e/ at the end.
 /// </summary>
 public sealed class ContainerdFixture : IAsyncLifetime
 {
@@ -78,6 +78,7 @@ public sealed class ContainerdFixture : IAsyncLifetime
         const string script = """
             set -e
             source "$1"
+            containerd_reap_stale
             containerd_start
             printf 'CTRD_DIR=%s\nCTRD_SOCK=%s\nCTRD_PID=%s\nCTRD_LOG=%s\n' "$CTRD_DIR" "$CTRD_SOCK" "$CTRD_PID" "$CTRD_LOG"
             import_busybox
