@@ -72,6 +72,20 @@ public sealed partial class QemuSandbox : ISandbox
             var agent = new AgentClient(connection);
             var check = agent.CheckAsync(new ShimV2.Agent.Protocol.V1.CheckRequest(), null, boot.Token);
             var first = await Task.WhenAny(check, vm.Exited, Task.Delay(Timeout.Infinite, boot.Token));
+            if (first == check && check.IsFaulted)
+            {
+                // A guest that dies (panic, reset) drops the agent channel before QEMU's exit is seen: give the
+                // exit a moment to arrive, so the user gets the console's reason rather than a socket error.
+                await vm.Exited.WaitAsync(TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                if (!vm.Exited.IsCompleted)
+                {
+                    throw new SandboxException(
+                        $"lost the guest agent while booting ({check.Exception!.InnerException!.Message}); console log: {vm.ConsoleLogPath}{ConsoleTail(vm)}");
+                }
+
+                first = vm.Exited;
+            }
+
             if (first == vm.Exited)
             {
                 throw new SandboxException($"VM exited while booting; console log: {paths.VmDirectory}/console.log{ConsoleTail(vm)}");
