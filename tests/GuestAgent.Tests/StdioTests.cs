@@ -165,5 +165,14 @@ public class StdioTests
         }
     }
 
+    [Fact]
+    public void A_terminal_from_another_ptmx_has_its_slave_opened_without_a_path()
+    {
+        using var stdio = ProcessStdio.Create(terminal: true, stdin: false, stdout: true, stderr: false, consoleSize: null, ptmx: "/dev/pts/ptmx");
+        Assert.Null(stdio.ConsolePath);
+        Assert.StartsWith("/dev/pts/", Target(stdio.ChildFds.Stdin), StringComparison.Ordinal);
+        Assert.Null(stdio.Stdin);
+    }
+
     private static string Target(int fd) => new FileInfo($"/proc/self/fd/{fd}").LinkTarget ?? "";
 }

@@ -20,7 +20,7 @@ public sealed class AgentVm : IAsyncLifetime
     public const string GuestSharePath = "/run/csharp/shared";
     public const string Hostname = "agent-test-vm";
     private static readonly TimeSpan BootTimeout = TimeSpan.FromSeconds(180);
-    private static readonly string[] Applets = ["sh", "echo", "uname", "hostname", "sleep", "cat", "id", "ls", "true", "false", "head", "wc", "stty", "ps", "pwd", "env"];
+    private static readonly string[] Applets = ["sh", "echo", "uname", "hostname", "sleep", "cat", "id", "ls", "true", "false", "wc", "stty", "ps", "pwd", "env", "yes", "tr", "cut", "grep", "head", "cp"];
 
     private string? _root;
     private int _next;
@@ -55,6 +55,9 @@ public sealed class AgentVm : IAsyncLifetime
             MemoryMiB = 512,
             VCpus = 1,
             BootTimeoutSeconds = (int)BootTimeout.TotalSeconds,
+
+            // e.g. csharp.debug=1 for the agent's debug log on the console (see LastConsoleLog).
+            KernelParams = Environment.GetEnvironmentVariable("CSHARP_GUEST_KERNEL_PARAMS") ?? "",
         };
         using var boot = new CancellationTokenSource(BootTimeout);
         Vm = await QemuVm.StartAsync(
@@ -90,6 +93,15 @@ public sealed class AgentVm : IAsyncLifetime
             },
             null,
             boot.Token);
+    }
+
+    /// <summary>Drops the connection and connects again (the agent must serve the port again).</summary>
+    public async Task ReconnectAsync(CancellationToken ct)
+    {
+        await Connection!.DisposeAsync();
+        var stream = await Vm!.ConnectAgentAsync(ct);
+        Connection = new TtrpcClient(stream);
+        Agent = new AgentClient(Connection);
     }
 
     public async Task DisposeAsync()

@@ -180,4 +180,43 @@ public sealed class AgentVmTests(AgentVm vm)
         var again = await Assert.ThrowsAsync<TtrpcException>(() => vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = created }));
         Assert.Equal(TtrpcStatusCode.NotFound, again.Code);
     }
+
+    [VmFact]
+    public async Task Oom_kill_is_reported_by_wait_stats_and_the_oom_event()
+    {
+        // Run from tmpfs: a shell whose text lives on the 9p share is evicted and re-read under memory pressure,
+        // and the cgroup thrashes for minutes before the OOM killer acts.
+        var (id, _) = await vm.CreateAsync(["sh", "-c", "cp /bin/busybox /run/busybox && exec /run/busybox sh -c 'x=$(yes)'"], edit: spec =>
+            spec["linux"]!["resources"] = System.Text.Json.Nodes.JsonNode.Parse("""{"memory":{"limit":16777216}}"""));
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        var oom = vm.Agent!.GetOomEventAsync(new GetOomEventRequest(), null, timeout.Token);
+        await vm.Agent.StartContainerAsync(new StartContainerRequest { ContainerId = id });
+        var exit = await vm.Agent.WaitProcessAsync(new WaitProcessRequest { ContainerId = id }, null, timeout.Token);
+        Assert.Equal(137u, exit.ExitStatus);
+        Assert.True(exit.OomKilled, vm.ConsoleTail());
+        Assert.Equal(id, (await oom).ContainerId);
+        Assert.True((await vm.Agent.StatsContainerAsync(new ContainerRequest { ContainerId = id })).OomKillCount >= 1);
+        await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = id });
+    }
+
+    [VmFact]
+    public async Task Exec_with_a_terminal_and_a_user()
+    {
+        var (id, _) = await vm.CreateAsync(["sleep", "1000"]);
+        await vm.Agent!.StartContainerAsync(new StartContainerRequest { ContainerId = id });
+        var process = """{"args":["sh","-c","id; tty; pwd"],"env":["PATH=/bin"],"cwd":"/bin","user":{"uid":65534,"gid":65534,"additionalGids":[1]},"terminal":true}""";
+        await vm.Agent.ExecProcessAsync(new ExecProcessRequest
+        {
+            ContainerId = id,
+            ExecId = "tty",
+            ProcessJson = ByteString.CopyFromUtf8(process),
+            Terminal = true,
+            Stdout = true,
+        });
+        var output = await vm.ReadAllAsync(id, "tty").WaitAsync(CallTimeout);
+        var exit = await vm.Agent.WaitProcessAsync(new WaitProcessRequest { ContainerId = id, ExecId = "tty" }).WaitAsync(CallTimeout);
+        Assert.True(exit.ExitStatus == 0, output);
+        Assert.Equal(["uid=65534(nobody) gid=65534(nogroup) groups=1", "/dev/pts/0", "/bin"], output.Split("\r\n", StringSplitOptions.RemoveEmptyEntries));
+        await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = id });
+    }
 }

@@ -78,6 +78,8 @@ internal static unsafe partial class Libc
     public const uint CLONE_NEWNET = 0x40000000;
 
     public const ulong TIOCSWINSZ = 0x5414;
+    public const ulong TIOCGWINSZ = 0x5413;
+    public const ulong TIOCGPTPEER = 0x5441;
 
     public const short POLLIN = 0x001;
     public const short POLLPRI = 0x002;

@@ -392,7 +392,11 @@ internal sealed partial class AgentService
                 throw AgentException.AlreadyExists($"exec {execId} already exists in container {container.Id}");
             }
 
-            stdio = ProcessStdio.Create(request.Terminal, request.Stdin, request.Stdout, request.Stderr, process.ConsoleSize);
+            // An exec's terminal comes from the container's own devpts (when it has one): `tty` names it there.
+            var containerPtmx = $"/proc/{container.Init.Pid}/root/dev/pts/ptmx";
+            stdio = ProcessStdio.Create(
+                request.Terminal, request.Stdin, request.Stdout, request.Stderr, process.ConsoleSize,
+                ptmx: request.Terminal && File.Exists(containerPtmx) ? containerPtmx : ProcessStdio.DefaultPtmx);
             var plan = ContainerPlanner.PlanExec(container.Init.Pid, container.NamespaceFlags, process, request.Terminal);
             foreach (var warning in plan.Warnings)
             {

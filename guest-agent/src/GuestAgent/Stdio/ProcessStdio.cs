@@ -96,6 +96,8 @@ internal sealed class StdinWriter : IDisposable
 /// </summary>
 internal sealed class ProcessStdio : IDisposable
 {
+    public const string DefaultPtmx = "/dev/ptmx";
+
     private int _childStdin = -1;
     private int _childStdout = -1;
     private int _childStderr = -1;
@@ -123,14 +125,20 @@ internal sealed class ProcessStdio : IDisposable
     /// <summary>Completes when every output stream stopped reading.</summary>
     public Task Drained => Task.WhenAll(new[] { Stdout?.Drained, Stderr?.Drained }.OfType<Task>());
 
-    public static unsafe ProcessStdio Create(bool terminal, bool stdin, bool stdout, bool stderr, OciBox? consoleSize, int capacity = OutputStream.DefaultCapacity)
+    /// <param name="ptmx">
+    /// Where to allocate a terminal: the guest's /dev/ptmx (default; the slave gets a path, bound as the container's
+    /// /dev/console), or a container's own (/proc/&lt;init&gt;/root/dev/ptmx) so an exec's tty is one of the
+    /// container's /dev/pts.
+    /// </param>
+    public static unsafe ProcessStdio Create(
+        bool terminal, bool stdin, bool stdout, bool stderr, OciBox? consoleSize, int capacity = OutputStream.DefaultCapacity, string ptmx = DefaultPtmx)
     {
         var stdio = new ProcessStdio(terminal);
         try
         {
             if (terminal)
             {
-                stdio.CreatePty(stdin, consoleSize, capacity);
+                stdio.CreatePty(ptmx, stdin, consoleSize, capacity);
                 return stdio;
             }
 
@@ -242,33 +250,43 @@ internal sealed class ProcessStdio : IDisposable
         return fd >= 0 ? fd : throw Libc.NativeError("open /dev/null");
     }
 
-    private unsafe void CreatePty(bool stdin, OciBox? consoleSize, int capacity)
+    private unsafe void CreatePty(string ptmx, bool stdin, OciBox? consoleSize, int capacity)
     {
-        var master = Libc.posix_openpt(Libc.O_RDWR | Libc.O_NOCTTY | Libc.O_CLOEXEC);
+        var master = Libc.open(ptmx, Libc.O_RDWR | Libc.O_NOCTTY | Libc.O_CLOEXEC, 0);
         if (master < 0)
         {
-            throw Libc.NativeError("posix_openpt");
+            throw new NativeIOException($"open {ptmx}", Libc.Errno);
         }
 
         _ptyMaster = new SafeFd(master);
-        if (Libc.grantpt(master) != 0 || Libc.unlockpt(master) != 0)
+        if (Libc.unlockpt(master) != 0)
         {
             throw Libc.NativeError("unlock pty");
         }
 
-        var name = stackalloc byte[256];
-        var rc = Libc.ptsname_r(master, name, 256);
-        if (rc != 0)
+        // TIOCGPTPEER opens the slave without a path: right whichever devpts instance the master came from.
+        var slave = Libc.ioctl(master, Libc.TIOCGPTPEER, (void*)(Libc.O_RDWR | Libc.O_NOCTTY | Libc.O_CLOEXEC));
+        if (ptmx == DefaultPtmx)
         {
-            throw Libc.NativeError("ptsname", rc);
+            var name = stackalloc byte[256];
+            var rc = Libc.ptsname_r(master, name, 256);
+            if (rc != 0)
+            {
+                Libc.CloseQuietly(ref slave);
+                throw Libc.NativeError("ptsname", rc);
+            }
+
+            var raw = new ReadOnlySpan<byte>(name, 256);
+            ConsolePath = Encoding.UTF8.GetString(raw[..Math.Max(0, raw.IndexOf((byte)0))]);
+            if (slave < 0)
+            {
+                slave = Libc.open(ConsolePath, Libc.O_RDWR | Libc.O_NOCTTY | Libc.O_CLOEXEC, 0);
+            }
         }
 
-        var raw = new ReadOnlySpan<byte>(name, 256);
-        ConsolePath = Encoding.UTF8.GetString(raw[..Math.Max(0, raw.IndexOf((byte)0))]);
-        var slave = Libc.open(ConsolePath, Libc.O_RDWR | Libc.O_NOCTTY | Libc.O_CLOEXEC, 0);
         if (slave < 0)
         {
-            throw Libc.NativeError($"open {ConsolePath}");
+            throw Libc.NativeError($"open the slave of a pty from {ptmx}");
         }
 
         _childStdin = _childStdout = _childStderr = slave;

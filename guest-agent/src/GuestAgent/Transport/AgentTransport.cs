@@ -137,6 +137,11 @@ internal sealed partial class AgentTransport
         return false;
     }
 
+    /// <summary>
+    /// Serves the port until it fails. The port stays open across host connections: closing it would make the
+    /// guest discard what the host sends while QEMU has not yet seen the close (a reconnecting host's first
+    /// request would be lost).
+    /// </summary>
     private async Task ServePortAsync(TtrpcServer server, string path, CancellationToken stop)
     {
         var fd = Libc.open(path, Libc.O_RDWR | Libc.O_CLOEXEC | Libc.O_NOCTTY, 0);
@@ -148,27 +153,22 @@ internal sealed partial class AgentTransport
             return;
         }
 
-        var handle = new SafeFd(fd);
-        try
+        using var handle = new SafeFd(fd);
+        LogServing(_logger, "virtio-serial", path);
+        while (!stop.IsCancellationRequested)
         {
             // Until the host opens its side, the port reads as end of stream (poll says POLLHUP): wait for it.
             if (!await WaitForHostAsync(handle, stop))
             {
-                handle.Dispose();
                 return;
             }
-        }
-        catch
-        {
-            handle.Dispose();
-            throw;
-        }
 
-        _active = TransportKind.VirtioSerial;
-        LogServing(_logger, "virtio-serial", path);
-        await server.ServeConnectionAsync(new FdStream(handle), stop);
-        LogConnectionEnded(_logger, "virtio-serial");
-        ConnectionEnded?.Invoke();
+            _active = TransportKind.VirtioSerial;
+            LogHostConnected(_logger, "virtio-serial");
+            await server.ServeConnectionAsync(new FdStream(handle, ownsFd: false), stop);
+            LogConnectionEnded(_logger, "virtio-serial");
+            ConnectionEnded?.Invoke();
+        }
     }
 
     private static async Task<bool> WaitForHostAsync(SafeFd handle, CancellationToken stop)
@@ -232,6 +232,9 @@ internal sealed partial class AgentTransport
 
     [LoggerMessage(Level = LogLevel.Information, Message = "serving the agent on {Transport} ({Where})")]
     private static partial void LogServing(ILogger logger, string transport, string where);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "host connected on {Transport}")]
+    private static partial void LogHostConnected(ILogger logger, string transport);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "host connection on {Transport} ended")]
     private static partial void LogConnectionEnded(ILogger logger, string transport);

@@ -5,17 +5,20 @@ namespace ShimV2.GuestAgent.Transport;
 /// <summary>
 /// A full-duplex stream over a character device (a virtio-serial port). Reads wait in poll() together with an
 /// eventfd, so disposing the stream ends a pending read at once; a hang-up (the host closed its side) reads as
-/// end of stream. Reads and writes may run concurrently (one of each).
+/// end of stream. Reads and writes may run concurrently (one of each). Once disposed, the stream neither reads
+/// nor writes, even when the fd stays open for the next connection (<c>ownsFd: false</c>).
 /// </summary>
 internal sealed unsafe class FdStream : Stream
 {
     private readonly SafeFd _fd;
+    private readonly bool _ownsFd;
     private readonly SafeFd _wake;
     private int _disposed;
 
-    public FdStream(SafeFd fd)
+    public FdStream(SafeFd fd, bool ownsFd = true)
     {
         _fd = fd;
+        _ownsFd = ownsFd;
         var wake = Libc.eventfd(0, Libc.EFD_CLOEXEC);
         if (wake < 0)
         {
@@ -99,6 +102,11 @@ internal sealed unsafe class FdStream : Stream
 
     public override void Write(ReadOnlySpan<byte> buffer)
     {
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            throw new IOException("the host connection is closed");
+        }
+
         var added = false;
         try
         {
@@ -144,7 +152,11 @@ internal sealed unsafe class FdStream : Stream
         if (Interlocked.Exchange(ref _disposed, 1) == 0 && disposing)
         {
             Wake();
-            _fd.Dispose();
+            if (_ownsFd)
+            {
+                _fd.Dispose();
+            }
+
             _wake.Dispose();
         }
 
