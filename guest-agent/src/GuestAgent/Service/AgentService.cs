@@ -31,6 +31,9 @@ internal sealed partial class AgentService
     private readonly AgentOptions _options;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<string, Container> _containers = new(StringComparer.Ordinal);
+
+    /// <summary>Ids being created: a second CreateContainer for the same id is refused, not raced.</summary>
+    private readonly ConcurrentDictionary<string, byte> _creating = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _sandboxGate = new(1, 1);
     private readonly Channel<string> _oomEvents = Channel.CreateUnbounded<string>();
     private readonly TaskCompletionSource _destroyed = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -218,13 +221,19 @@ internal sealed partial class AgentService
             throw AgentException.FailedPrecondition($"rootfs {rootfs} does not exist in the guest (share not mounted, or the host did not mount the rootfs there)");
         }
 
+        // Validate the resources before anything is created.
+        var settings = CgroupResources.Translate(spec.Linux?.Resources);
+        if (!_creating.TryAdd(id, 0))
+        {
+            throw AgentException.AlreadyExists($"container {id} is being created");
+        }
+
         if (_containers.ContainsKey(id))
         {
+            _creating.TryRemove(id, out _);
             throw AgentException.AlreadyExists($"container {id} already exists");
         }
 
-        // Validate the resources before anything is created.
-        var settings = CgroupResources.Translate(spec.Linux?.Resources);
         Cgroup? cgroup = null;
         ProcessStdio? stdio = null;
         HelperSession? session = null;
@@ -290,6 +299,10 @@ internal sealed partial class AgentService
             }
 
             throw;
+        }
+        finally
+        {
+            _creating.TryRemove(id, out _);
         }
     }
 

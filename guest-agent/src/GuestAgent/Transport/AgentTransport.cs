@@ -155,18 +155,22 @@ internal sealed partial class AgentTransport
 
         using var handle = new SafeFd(fd);
         LogServing(_logger, "virtio-serial", path);
+        var frames = new FrameSplitter();
         while (!stop.IsCancellationRequested)
         {
             // Until the host opens its side, the port reads as end of stream (poll says POLLHUP): wait for it.
-            if (!await WaitForHostAsync(handle, stop))
+            // A client that replaced the last one without the guest seeing a hang-up has already sent its first bytes.
+            if (!frames.NewClient && !await WaitForHostAsync(handle, stop))
             {
                 return;
             }
 
             _active = TransportKind.VirtioSerial;
             LogHostConnected(_logger, "virtio-serial");
-            await server.ServeConnectionAsync(new FdStream(handle, ownsFd: false), stop);
-            LogConnectionEnded(_logger, "virtio-serial");
+            var current = frames.NewClient ? new FrameSplitter(frames.CarryOver) : new FrameSplitter();
+            frames = current;
+            await server.ServeConnectionAsync(new FdStream(handle, ownsFd: false, current), stop);
+            LogConnectionEnded(_logger, current.NewClient ? "virtio-serial (a new client took over)" : "virtio-serial");
             ConnectionEnded?.Invoke();
         }
     }

@@ -13,12 +13,23 @@ internal sealed unsafe class FdStream : Stream
     private readonly SafeFd _fd;
     private readonly bool _ownsFd;
     private readonly SafeFd _wake;
+    private readonly FrameSplitter? _frames;
+    private readonly byte[]? _chunk;
     private int _disposed;
+    private volatile bool _writesClosed;
 
-    public FdStream(SafeFd fd, bool ownsFd = true)
+    /// <param name="fd">The port.</param>
+    /// <param name="ownsFd">Close the fd at dispose.</param>
+    /// <param name="frames">
+    /// Follows the TTRPC frames read: when a new client starts (see <see cref="FrameSplitter"/>), reads end and
+    /// writes fail, so the old connection ends without taking the new client's bytes or answering into it.
+    /// </param>
+    public FdStream(SafeFd fd, bool ownsFd = true, FrameSplitter? frames = null)
     {
         _fd = fd;
         _ownsFd = ownsFd;
+        _frames = frames;
+        _chunk = frames == null ? null : new byte[64 * 1024];
         var wake = Libc.eventfd(0, Libc.EFD_CLOEXEC);
         if (wake < 0)
         {
@@ -69,7 +80,33 @@ internal sealed unsafe class FdStream : Stream
 
         try
         {
-            return ReadCore(_fd.Fd, buffer);
+            if (_frames == null)
+            {
+                return ReadCore(_fd.Fd, buffer);
+            }
+
+            while (true)
+            {
+                var n = _frames.Take(buffer);
+                if (n > 0)
+                {
+                    return n;
+                }
+
+                if (_frames.NewClient)
+                {
+                    _writesClosed = true;
+                    return 0;
+                }
+
+                var read = ReadCore(_fd.Fd, _chunk);
+                if (read == 0)
+                {
+                    return 0;
+                }
+
+                _frames.Feed(_chunk.AsSpan(0, read));
+            }
         }
         finally
         {
@@ -102,7 +139,7 @@ internal sealed unsafe class FdStream : Stream
 
     public override void Write(ReadOnlySpan<byte> buffer)
     {
-        if (Volatile.Read(ref _disposed) != 0)
+        if (Volatile.Read(ref _disposed) != 0 || _writesClosed)
         {
             throw new IOException("the host connection is closed");
         }
