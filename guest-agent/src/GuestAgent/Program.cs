@@ -54,6 +54,11 @@ internal static partial class Program
             TransportKind.Vsock => ["vsock"],
             _ => [],
         });
+        if (isInit)
+        {
+            agent.PrepareGuest();
+        }
+
         var server = new TtrpcServer([agent.Definition()], loggerFactory.CreateLogger("ttrpc"));
         using var stop = new CancellationTokenSource();
         var serving = transport.RunAsync(server, stop.Token);

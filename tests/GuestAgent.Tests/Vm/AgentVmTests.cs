@@ -219,4 +219,32 @@ public sealed class AgentVmTests(AgentVm vm)
         Assert.Equal(["uid=65534(nobody) gid=65534(nogroup) groups=1", "/dev/pts/0", "/bin"], output.Split("\r\n", StringSplitOptions.RemoveEmptyEntries));
         await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = id });
     }
+
+    [VmFact]
+    public async Task Removing_a_never_started_container_kills_its_init_and_a_finished_process_cannot_be_signalled()
+    {
+        var (id, _) = await vm.CreateAsync(["sh", "-c", "echo never"]);
+        var wait = vm.Agent!.WaitProcessAsync(new WaitProcessRequest { ContainerId = id });
+        var stdout = vm.ReadAllAsync(id);
+        await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = id });
+        Assert.Equal(137u, (await wait.WaitAsync(CallTimeout)).ExitStatus);
+        Assert.Equal("", await stdout.WaitAsync(CallTimeout));
+
+        var (done, _) = await vm.CreateAsync(["true"]);
+        await vm.Agent.StartContainerAsync(new StartContainerRequest { ContainerId = done });
+        await vm.Agent.WaitProcessAsync(new WaitProcessRequest { ContainerId = done }).WaitAsync(CallTimeout);
+        var signal = await Assert.ThrowsAsync<TtrpcException>(() => vm.Agent.SignalProcessAsync(new SignalProcessRequest { ContainerId = done, Signal = 15 }));
+        Assert.Equal(TtrpcStatusCode.NotFound, signal.Code);
+        var pause = await Assert.ThrowsAsync<TtrpcException>(() => vm.Agent.PauseContainerAsync(new ContainerRequest { ContainerId = done }));
+        Assert.Equal(TtrpcStatusCode.FailedPrecondition, pause.Code);
+        var exec = await Assert.ThrowsAsync<TtrpcException>(() => vm.Agent.ExecProcessAsync(new ExecProcessRequest
+        {
+            ContainerId = done,
+            ExecId = "late",
+            ProcessJson = ByteString.CopyFromUtf8("""{"args":["true"]}"""),
+        }));
+        Assert.Equal(TtrpcStatusCode.FailedPrecondition, exec.Code);
+        await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = done });
+        await vm.Agent.OnlineCpuMemAsync(new OnlineCpuMemRequest());
+    }
 }

@@ -9,17 +9,44 @@ namespace ShimV2.GuestAgent.Hotplug;
 /// sysfs node can appear a little after the host's device_add returns, so CPUs are retried until the requested
 /// number came online or the deadline passed.
 /// </summary>
-internal sealed class CpuMemOnliner(string sysRoot = "/sys/devices/system")
+internal sealed class CpuMemOnliner(string sysRoot = "/sys/devices/system", TimeSpan? cpuDeadline = null)
 {
-    private static readonly TimeSpan CpuDeadline = TimeSpan.FromSeconds(5);
     private static readonly TimeSpan CpuRetry = TimeSpan.FromMilliseconds(50);
+    private readonly TimeSpan _cpuDeadline = cpuDeadline ?? TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Makes the kernel online hot-plugged memory blocks as they arrive (memory added after OnlineCpuMem would
+    /// otherwise stay offline). False when the kernel has no such switch or refused.
+    /// </summary>
+    public bool EnableMemoryAutoOnline()
+    {
+        var path = Path.Combine(sysRoot, "memory", "auto_online_blocks");
+        if (!File.Exists(path))
+        {
+            return false;
+        }
+
+        try
+        {
+            if (KernelFiles.TryRead(path)?.Trim() == "offline")
+            {
+                KernelFiles.Write(path, "online");
+            }
+
+            return true;
+        }
+        catch (NativeIOException)
+        {
+            return false;
+        }
+    }
 
     /// <summary>Onlines up to <paramref name="cpus"/> offline CPUs (0: all of them) and, unless cpuOnly, every offline memory block.</summary>
     /// <returns>How many CPUs and memory blocks were brought online.</returns>
     public async Task<(int Cpus, int MemoryBlocks)> OnlineAsync(uint cpus, bool cpuOnly, CancellationToken ct)
     {
         var onlined = 0;
-        var deadline = DateTime.UtcNow + CpuDeadline;
+        var deadline = DateTime.UtcNow + _cpuDeadline;
         while (true)
         {
             onlined += OnlineOffline(Path.Combine(sysRoot, "cpu"), "cpu", "online", "0", "1", cpus == 0 ? int.MaxValue : (int)cpus - onlined);

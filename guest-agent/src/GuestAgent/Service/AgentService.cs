@@ -49,6 +49,15 @@ internal sealed partial class AgentService
         _transports = transports;
     }
 
+    /// <summary>One-time guest setup: hot-plugged memory comes online by itself.</summary>
+    public void PrepareGuest()
+    {
+        if (!_onliner.EnableMemoryAutoOnline())
+        {
+            LogWarning(_logger, "guest", "hot-plugged memory will not come online by itself (no memory/auto_online_blocks)");
+        }
+    }
+
     /// <summary>Completes once DestroySandbox ran: the VM may power off.</summary>
     public Task Destroyed => _destroyed.Task;
 
