@@ -22,6 +22,7 @@ public sealed class AgentVm : IAsyncLifetime
     private static readonly TimeSpan BootTimeout = TimeSpan.FromSeconds(180);
     private static readonly string[] Applets = ["sh", "echo", "uname", "hostname", "sleep", "cat", "id", "ls", "true", "false", "wc", "stty", "ps", "pwd", "env", "yes", "tr", "cut", "grep", "head", "cp"];
 
+    private readonly List<string> _mounts = [];
     private string? _root;
     private int _next;
 
@@ -124,6 +125,17 @@ public sealed class AgentVm : IAsyncLifetime
             }
         }
 
+        foreach (var mount in Enumerable.Reverse(_mounts))
+        {
+            try
+            {
+                Run("umount", "-l", mount);
+            }
+            catch (InvalidOperationException)
+            {
+            }
+        }
+
         if (_root != null)
         {
             try
@@ -136,11 +148,60 @@ public sealed class AgentVm : IAsyncLifetime
         }
     }
 
+    /// <summary>
+    /// Like the shim: a rootfs made elsewhere on the host, bind-mounted at &lt;share&gt;/&lt;id&gt;/rootfs, and a host
+    /// file bind-mounted at &lt;share&gt;/&lt;id&gt;/mounts/0-hosts (returned: its guest path).
+    /// </summary>
+    public (string Id, string HostsGuestPath) NewBindMountedContainer(string prefix, string hostsContent)
+    {
+        var id = $"{prefix}-{Interlocked.Increment(ref _next)}";
+        var outside = Path.Combine(_root!, "outside", id);
+        MakeRootfs(outside);
+        var rootfs = Path.Combine(ShareDirectory, id, "rootfs");
+        Directory.CreateDirectory(rootfs);
+        BindMount(outside, rootfs);
+        var hostFile = Path.Combine(_root!, "outside", id + "-hosts");
+        File.WriteAllText(hostFile, hostsContent);
+        var target = Path.Combine(ShareDirectory, id, "mounts", "0-hosts");
+        Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+        File.WriteAllBytes(target, []);
+        BindMount(hostFile, target);
+        return (id, $"{GuestSharePath}/{id}/mounts/0-hosts");
+    }
+
     /// <summary>A fresh container id with a busybox rootfs in the share.</summary>
     public string NewContainer(string prefix)
     {
         var id = $"{prefix}-{Interlocked.Increment(ref _next)}";
-        var rootfs = Path.Combine(ShareDirectory, id, "rootfs");
+        MakeRootfs(Path.Combine(ShareDirectory, id, "rootfs"));
+        return id;
+    }
+
+    private void BindMount(string source, string target)
+    {
+        Run("mount", "--bind", source, target);
+        _mounts.Add(target);
+    }
+
+    private static void Run(params string[] args)
+    {
+        var start = new System.Diagnostics.ProcessStartInfo(args[0]) { RedirectStandardError = true };
+        foreach (var a in args.Skip(1))
+        {
+            start.ArgumentList.Add(a);
+        }
+
+        using var process = System.Diagnostics.Process.Start(start)!;
+        var error = process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        if (process.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"{string.Join(' ', args)}: {error}");
+        }
+    }
+
+    private static void MakeRootfs(string rootfs)
+    {
         var bin = Path.Combine(rootfs, "bin");
         Directory.CreateDirectory(bin);
         File.Copy(AgentImage.BusyboxPath, Path.Combine(bin, "busybox"));
@@ -152,7 +213,6 @@ public sealed class AgentVm : IAsyncLifetime
         Directory.CreateDirectory(Path.Combine(rootfs, "etc"));
         File.WriteAllText(Path.Combine(rootfs, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n");
         File.WriteAllText(Path.Combine(rootfs, "etc", "group"), "root:x:0:\nnogroup:x:65534:\n");
-        return id;
     }
 
     public static string GuestRootfs(string id) => $"{GuestSharePath}/{id}/rootfs";

@@ -247,4 +247,27 @@ public sealed class AgentVmTests(AgentVm vm)
         await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = done });
         await vm.Agent.OnlineCpuMemAsync(new OnlineCpuMemRequest());
     }
+
+    [VmFact]
+    public async Task A_rootfs_and_a_bind_source_the_host_bind_mounted_into_the_share_are_used()
+    {
+        var (id, hosts) = vm.NewBindMountedContainer("bound", "10.1.2.3 from-the-host\n");
+        var spec = AgentVm.Spec(["sh", "-c", "cat /etc/hosts; echo x > /etc/hosts || echo read-only"], edit: s =>
+            s["mounts"]!.AsArray().Add(System.Text.Json.Nodes.JsonNode.Parse(
+                $$"""{"destination":"/etc/hosts","type":"bind","source":"{{hosts}}","options":["rbind","ro"]}""")));
+        await vm.Agent!.CreateContainerAsync(new CreateContainerRequest
+        {
+            ContainerId = id,
+            OciSpecJson = ByteString.CopyFrom(spec),
+            RootfsGuestPath = AgentVm.GuestRootfs(id),
+            Stdout = true,
+            Stderr = true,
+        });
+        var stdout = vm.ReadAllAsync(id);
+        await vm.Agent.StartContainerAsync(new StartContainerRequest { ContainerId = id });
+        var exit = await vm.Agent.WaitProcessAsync(new WaitProcessRequest { ContainerId = id }).WaitAsync(CallTimeout);
+        Assert.Equal(0u, exit.ExitStatus);
+        Assert.Equal("10.1.2.3 from-the-host\nread-only\n", await stdout.WaitAsync(CallTimeout));
+        await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = id });
+    }
 }
