@@ -857,6 +857,11 @@ static void reset_signals(void)
         signal(sig, SIG_DFL);
 }
 
+static void die_on_signal(int sig)
+{
+    _exit(128 + sig);
+}
+
 /* The container process (B): everything after the fork. */
 __attribute__((noreturn)) static void child(void)
 {
@@ -913,6 +918,12 @@ __attribute__((noreturn)) static void child(void)
         set_caps();
     if (in.no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         FAIL_ERRNO("set no_new_privs");
+
+    /* Until it execs, the process is only this helper: a terminating signal ends it as it would end the
+     * program (as PID 1 of a PID namespace, default dispositions would make it ignore them). */
+    static const int terminating[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM };
+    for (size_t i = 0; i < sizeof(terminating) / sizeof(terminating[0]); i++)
+        signal(terminating[i], die_on_signal);
 
     report("ready");
 

@@ -230,6 +230,15 @@ public sealed class AgentVmTests(AgentVm vm)
         Assert.Equal(137u, (await wait.WaitAsync(CallTimeout)).ExitStatus);
         Assert.Equal("", await stdout.WaitAsync(CallTimeout));
 
+        // SIGTERM before start ends the waiting process too (143), although it is PID 1 of its namespace.
+        var (termed, _) = await vm.CreateAsync(["sleep", "1000"]);
+        var termedWait = vm.Agent.WaitProcessAsync(new WaitProcessRequest { ContainerId = termed });
+        await vm.Agent.SignalProcessAsync(new SignalProcessRequest { ContainerId = termed, Signal = 15 });
+        Assert.Equal(143u, (await termedWait.WaitAsync(CallTimeout)).ExitStatus);
+        var late = await Assert.ThrowsAsync<TtrpcException>(() => vm.Agent.StartContainerAsync(new StartContainerRequest { ContainerId = termed }));
+        Assert.Equal(TtrpcStatusCode.FailedPrecondition, late.Code);
+        await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = termed });
+
         var (done, _) = await vm.CreateAsync(["true"]);
         await vm.Agent.StartContainerAsync(new StartContainerRequest { ContainerId = done });
         await vm.Agent.WaitProcessAsync(new WaitProcessRequest { ContainerId = done }).WaitAsync(CallTimeout);
