@@ -34,7 +34,7 @@ internal static partial class Program
             Stop(isInit, 1);
         };
 
-        var uptime = Uptime();
+        var uptime = AgentTransport.Uptime();
         LogStarting(logger, AgentService.Version, Environment.ProcessId, uptime);
         if (Libc.prctl(Libc.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0)
         {
@@ -122,13 +122,6 @@ internal static partial class Program
         }
 
         Environment.Exit(exitCode);
-    }
-
-    private static string Uptime()
-    {
-        var text = KernelFiles.TryRead("/proc/uptime") ?? "";
-        var space = text.IndexOf(' ', StringComparison.Ordinal);
-        return space > 0 ? text[..space] : text.Trim();
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "csharp-agent {Version} starting as pid {Pid} (uptime {Uptime} s)")]

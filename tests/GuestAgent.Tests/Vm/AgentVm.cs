@@ -28,6 +28,9 @@ public sealed class AgentVm : IAsyncLifetime
 
     public QemuVm? Vm { get; private set; }
 
+    /// <summary>From starting QEMU to the agent's first answer (Check).</summary>
+    public TimeSpan BootTime { get; private set; }
+
     public AgentClient? Agent { get; private set; }
 
     public TtrpcClient? Connection { get; private set; }
@@ -61,6 +64,7 @@ public sealed class AgentVm : IAsyncLifetime
             KernelParams = Environment.GetEnvironmentVariable("CSHARP_GUEST_KERNEL_PARAMS") ?? "",
         };
         using var boot = new CancellationTokenSource(BootTimeout);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         Vm = await QemuVm.StartAsync(
             new VmSpec
             {
@@ -83,6 +87,7 @@ public sealed class AgentVm : IAsyncLifetime
         }
 
         await check;
+        BootTime = clock.Elapsed;
         await Agent.CreateSandboxAsync(
             new CreateSandboxRequest
             {

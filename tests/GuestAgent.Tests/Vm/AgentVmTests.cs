@@ -13,7 +13,7 @@ public sealed class AgentVmCollection : ICollectionFixture<AgentVm>
 
 /// <summary>The agent in a real VM (TCG): containers from a busybox rootfs on the 9p share, over virtio-serial.</summary>
 [Collection(AgentVmCollection.Name)]
-public sealed class AgentVmTests(AgentVm vm)
+public sealed class AgentVmTests(AgentVm vm, Xunit.Abstractions.ITestOutputHelper output)
 {
     private static readonly TimeSpan CallTimeout = TimeSpan.FromSeconds(60);
 
@@ -21,6 +21,7 @@ public sealed class AgentVmTests(AgentVm vm)
     public async Task Check_reports_the_guest_kernel_and_transport()
     {
         var check = await vm.Agent!.CheckAsync(new CheckRequest());
+        output.WriteLine($"QEMU start to the agent's first answer: {vm.BootTime.TotalSeconds:0.00} s; console: {vm.ConsoleLog}");
         Assert.Equal("0.1.0", check.AgentVersion);
         Assert.StartsWith("6.", check.KernelRelease, StringComparison.Ordinal);
         Assert.Contains("virtio-serial", check.Transports);

@@ -145,7 +145,8 @@ internal sealed partial class AgentService
             }
 
             _sandboxId = request.SandboxId;
-            LogSandboxCreated(_logger, request.SandboxId, request.Hostname, _sharePath ?? "(none)");
+            var uptime = Transport.AgentTransport.Uptime();
+            LogSandboxCreated(_logger, request.SandboxId, request.Hostname, _sharePath ?? "(none)", uptime);
             return new Empty();
         }
         finally
@@ -745,8 +746,8 @@ internal sealed partial class AgentService
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} created: hostname {Hostname}, share at {SharePath}")]
-    private static partial void LogSandboxCreated(ILogger logger, string sandboxId, string hostname, string sharePath);
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} created: hostname {Hostname}, share at {SharePath} (uptime {Uptime} s)")]
+    private static partial void LogSandboxCreated(ILogger logger, string sandboxId, string hostname, string sharePath, string uptime);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} destroyed")]
     private static partial void LogSandboxDestroyed(ILogger logger, string sandboxId);

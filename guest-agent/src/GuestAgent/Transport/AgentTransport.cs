@@ -166,7 +166,8 @@ internal sealed partial class AgentTransport
             }
 
             _active = TransportKind.VirtioSerial;
-            LogHostConnected(_logger, "virtio-serial");
+            var uptime = Uptime();
+            LogHostConnected(_logger, "virtio-serial", uptime);
             var current = frames.NewClient ? new FrameSplitter(frames.CarryOver) : new FrameSplitter();
             frames = current;
             await server.ServeConnectionAsync(new FdStream(handle, ownsFd: false, current), stop);
@@ -223,6 +224,13 @@ internal sealed partial class AgentTransport
         }
     }
 
+    internal static string Uptime()
+    {
+        var text = KernelFiles.TryRead("/proc/uptime") ?? "";
+        var space = text.IndexOf(' ', StringComparison.Ordinal);
+        return space > 0 ? text[..space] : text.Trim();
+    }
+
     private static async Task Delay(TimeSpan delay, CancellationToken stop)
     {
         try
@@ -237,8 +245,8 @@ internal sealed partial class AgentTransport
     [LoggerMessage(Level = LogLevel.Information, Message = "serving the agent on {Transport} ({Where})")]
     private static partial void LogServing(ILogger logger, string transport, string where);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "host connected on {Transport}")]
-    private static partial void LogHostConnected(ILogger logger, string transport);
+    [LoggerMessage(Level = LogLevel.Information, Message = "host connected on {Transport} (uptime {Uptime} s)")]
+    private static partial void LogHostConnected(ILogger logger, string transport, string uptime);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "host connection on {Transport} ended")]
     private static partial void LogConnectionEnded(ILogger logger, string transport);
