@@ -42,6 +42,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 
 #define FD_INSTR 3
 #define FD_SYNC 4
@@ -78,6 +80,7 @@ enum op {
     OP_OOM_SCORE_ADJ = 24,   /* i32 (best effort) */
     OP_UMASK = 25,           /* u32 */
     OP_NO_PIVOT = 26,        /* - : MS_MOVE + chroot instead of pivot_root */
+    OP_SECCOMP = 27,         /* u32 SECCOMP_FILTER_FLAG_*, struct sock_filter[] (8 bytes each) */
 };
 
 enum mount_kind { KIND_AUTO = 0, KIND_DIR = 1, KIND_FILE = 2 };
@@ -164,6 +167,9 @@ static struct {
     int have_umask;
     uint32_t umask_value;
     int no_pivot;
+    int have_seccomp;
+    uint32_t seccomp_flags;
+    struct sock_fprog seccomp;
 } in;
 
 /* ---- reporting ---------------------------------------------------------------------------------------- */
@@ -445,6 +451,28 @@ static void read_instructions(void)
         case OP_NO_PIVOT:
             in.no_pivot = 1;
             break;
+        case OP_SECCOMP: {
+            in.have_seccomp = 1;
+            in.seccomp_flags = get_u32(&c);
+            if (c.left == 0 || c.left % sizeof(struct sock_filter) != 0 || c.left / sizeof(struct sock_filter) > BPF_MAXINSNS)
+                fail("instruction %u: a seccomp filter of %zu bytes is not 1-%d instructions", op, c.left, BPF_MAXINSNS);
+            size_t n = c.left / sizeof(struct sock_filter);
+            struct sock_filter *filter = malloc(c.left);
+            if (filter == NULL)
+                fail("out of memory");
+            for (size_t i = 0; i < n; i++) {
+                const unsigned char *b = c.p + i * 8;
+                filter[i].code = (uint16_t)(b[0] | b[1] << 8);
+                filter[i].jt = b[2];
+                filter[i].jf = b[3];
+                filter[i].k = (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 | (uint32_t)b[7] << 24;
+            }
+            in.seccomp.len = (unsigned short)n;
+            in.seccomp.filter = filter;
+            c.p += c.left;
+            c.left = 0;
+            break;
+        }
         default:
             fail("unknown instruction %u (agent and helper versions differ?)", op);
         }
@@ -848,6 +876,12 @@ static void become_user(void)
         FAIL_ERRNO("clear keep capabilities");
 }
 
+/* Loading a filter without no_new_privs needs CAP_SYS_ADMIN: runc's order, before privileges drop, is kept. */
+static int load_seccomp(void)
+{
+    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, in.seccomp_flags, &in.seccomp);
+}
+
 static void reset_signals(void)
 {
     sigset_t all;
@@ -910,6 +944,8 @@ __attribute__((noreturn)) static void child(void)
 
     if (in.have_umask)
         umask((mode_t)in.umask_value);
+    if (in.have_seccomp && !in.no_new_privs && load_seccomp() < 0)
+        FAIL_ERRNO("load the seccomp filter");
     if (in.have_caps)
         drop_bounding();
     if (in.have_user)
@@ -937,6 +973,11 @@ __attribute__((noreturn)) static void child(void)
     close(FD_START);
 
     reset_signals();
+    /* With no_new_privs the filter comes last, so it only ever sees the program's own calls (and execve). */
+    if (in.have_seccomp && in.no_new_privs && load_seccomp() < 0) {
+        report("error load the seccomp filter: %s", strerror(errno));
+        _exit(127);
+    }
     execve(exe, in.argv, in.envp);
     report("error exec: \"%s\": %s", in.argv[0], strerror(errno));
     _exit(127);

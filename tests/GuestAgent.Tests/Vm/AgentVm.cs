@@ -20,7 +20,7 @@ public sealed class AgentVm : IAsyncLifetime
     public const string GuestSharePath = "/run/csharp/shared";
     public const string Hostname = "agent-test-vm";
     private static readonly TimeSpan BootTimeout = TimeSpan.FromSeconds(180);
-    private static readonly string[] Applets = ["sh", "echo", "uname", "hostname", "sleep", "cat", "id", "ls", "true", "false", "wc", "stty", "ps", "pwd", "env", "yes", "tr", "cut", "grep", "head", "cp"];
+    private static readonly string[] Applets = ["sh", "echo", "uname", "hostname", "sleep", "cat", "id", "ls", "true", "false", "wc", "stty", "ps", "pwd", "env", "yes", "tr", "cut", "grep", "head", "cp", "mkdir"];
 
     private readonly List<string> _mounts = [];
     private string? _root;

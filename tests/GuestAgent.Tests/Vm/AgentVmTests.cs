@@ -1,4 +1,5 @@
 using System.Text;
+using System.Text.Json.Nodes;
 using Google.Protobuf;
 using ShimV2.Agent.Protocol.V1;
 using ShimV2.Ttrpc;
@@ -198,6 +199,47 @@ public sealed class AgentVmTests(AgentVm vm, Xunit.Abstractions.ITestOutputHelpe
         Assert.Equal(id, (await oom).ContainerId);
         Assert.True((await vm.Agent.StatsContainerAsync(new ContainerRequest { ContainerId = id })).OomKillCount >= 1);
         await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = id });
+    }
+
+    [VmFact]
+    public async Task Seccomp_profile_filters_the_container_and_its_execs()
+    {
+        // containerd's default profile (as `ctr run --seccomp` sends it), with mkdir refused first.
+        var profile = JsonNode.Parse(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "Fixtures", "containerd-1.6-default-seccomp.json")))!.AsObject();
+        profile["syscalls"]!.AsArray().Insert(0, JsonNode.Parse("""{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":13}"""));
+        var script = "grep Seccomp: /proc/self/status; mkdir /x || echo mkdir failed; id -u";
+        var (id, _) = await vm.CreateAsync(["sh", "-c", script], edit: spec => spec["linux"]!["seccomp"] = profile);
+        var stdout = vm.ReadAllAsync(id);
+        var stderr = vm.ReadAllAsync(id, stderr: true);
+        await vm.Agent!.StartContainerAsync(new StartContainerRequest { ContainerId = id });
+        var exit = await vm.Agent.WaitProcessAsync(new WaitProcessRequest { ContainerId = id }).WaitAsync(CallTimeout);
+        var output = await stdout.WaitAsync(CallTimeout);
+        Assert.True(exit.ExitStatus == 0, $"exit {exit.ExitStatus}: {output}{await stderr}\n{vm.ConsoleTail()}");
+        Assert.Equal(["Seccomp:\t2", "mkdir failed", "0"], output.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("Permission denied", await stderr.WaitAsync(CallTimeout), StringComparison.Ordinal);
+        await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = id });
+
+        // An exec gets the container's filter too; without no_new_privs it is loaded before privileges drop.
+        var (id2, _) = await vm.CreateAsync(["sleep", "1000"], edit: spec => spec["linux"]!["seccomp"] = profile.DeepClone());
+        await vm.Agent.StartContainerAsync(new StartContainerRequest { ContainerId = id2 });
+        var process = """{"args":["sh","-c","grep Seccomp: /proc/self/status; mkdir /y || echo mkdir failed; id -u"],"env":["PATH=/bin"],"cwd":"/","user":{"uid":65534,"gid":65534},"noNewPrivileges":false}""";
+        await vm.Agent.ExecProcessAsync(new ExecProcessRequest { ContainerId = id2, ExecId = "e", ProcessJson = ByteString.CopyFromUtf8(process), Stdout = true });
+        var execOut = vm.ReadAllAsync(id2, "e");
+        var execExit = await vm.Agent.WaitProcessAsync(new WaitProcessRequest { ContainerId = id2, ExecId = "e" }).WaitAsync(CallTimeout);
+        Assert.Equal(0u, execExit.ExitStatus);
+        Assert.Equal(["Seccomp:\t2", "mkdir failed", "65534"], (await execOut.WaitAsync(CallTimeout)).Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        await vm.Agent.SignalProcessAsync(new SignalProcessRequest { ContainerId = id2, Signal = 9, All = true });
+        await vm.Agent.WaitProcessAsync(new WaitProcessRequest { ContainerId = id2 }).WaitAsync(CallTimeout);
+        await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = id2 });
+    }
+
+    [VmFact]
+    public async Task A_seccomp_profile_the_guest_cannot_apply_fails_create_with_the_reason()
+    {
+        var e = await Assert.ThrowsAsync<TtrpcException>(() => vm.CreateAsync(["true"], edit: spec =>
+            spec["linux"]!["seccomp"] = JsonNode.Parse("""{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/run/seccomp-agent.sock"}""")));
+        Assert.Equal(TtrpcStatusCode.InvalidArgument, e.Code);
+        Assert.Contains("seccomp: a seccomp agent", e.Message, StringComparison.Ordinal);
     }
 
     [VmFact]

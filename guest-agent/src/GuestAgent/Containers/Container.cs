@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using ShimV2.GuestAgent.Cgroups;
+using ShimV2.GuestAgent.Seccomp;
 
 namespace ShimV2.GuestAgent.Containers;
 
@@ -37,6 +38,9 @@ internal sealed class Container
     public AgentProcess Init { get; }
 
     public OomWatcher? Oom { get; }
+
+    /// <summary>The spec's seccomp filter, applied to every exec as well.</summary>
+    public SeccompFilter? Seccomp { get; init; }
 
     public ConcurrentDictionary<string, AgentProcess> Execs { get; } = new(StringComparer.Ordinal);
 

@@ -1,5 +1,6 @@
 using ShimV2.GuestAgent.Native;
 using ShimV2.GuestAgent.Oci;
+using ShimV2.GuestAgent.Seccomp;
 
 namespace ShimV2.GuestAgent.Helper;
 
@@ -34,6 +35,9 @@ internal sealed class ProcessPlan
     public required IReadOnlyList<string> Args { get; init; }
 
     public OciBox? ConsoleSize { get; init; }
+
+    /// <summary>The container's seccomp filter: compiled once at create, applied to its execs too (as runc does).</summary>
+    public SeccompFilter? Seccomp { get; init; }
 
     public List<string> Warnings { get; } = [];
 }
@@ -136,20 +140,22 @@ internal static class ContainerPlanner
             ins.Mkdir(DirectoryMode, cwd);
         }
 
+        var seccomp = spec.Linux?.Seccomp is { } profile ? SeccompCompiler.Compile(profile) : null;
         var plan = new ProcessPlan
         {
             Instructions = ins,
             NamespaceFlags = flags,
             Args = process.Args ?? [],
             ConsoleSize = process.ConsoleSize,
+            Seccomp = seccomp,
         };
         plan.Warnings.AddRange(warnings);
-        AddProcess(ins, process, terminal, init: true, passwdRoot: rootfs, plan.Warnings);
+        AddProcess(ins, process, terminal, init: true, passwdRoot: rootfs, seccomp, plan.Warnings);
         return plan;
     }
 
     /// <summary>An extra process in the namespaces of a running container's init.</summary>
-    public static ProcessPlan PlanExec(int initPid, uint containerNamespaces, OciProcess process, bool terminal)
+    public static ProcessPlan PlanExec(int initPid, uint containerNamespaces, OciProcess process, bool terminal, SeccompFilter? seccomp = null)
     {
         var ins = new HelperInstructions().Mode(HelperMode.Exec);
         foreach (var (flag, name) in JoinOrder)
@@ -166,8 +172,9 @@ internal static class ContainerPlanner
             NamespaceFlags = containerNamespaces,
             Args = process.Args ?? [],
             ConsoleSize = process.ConsoleSize,
+            Seccomp = seccomp,
         };
-        AddProcess(ins, process, terminal, init: false, passwdRoot: $"/proc/{initPid}/root", plan.Warnings);
+        AddProcess(ins, process, terminal, init: false, passwdRoot: $"/proc/{initPid}/root", seccomp, plan.Warnings);
         return plan;
     }
 
@@ -330,7 +337,8 @@ internal static class ContainerPlanner
         }
     }
 
-    private static void AddProcess(HelperInstructions ins, OciProcess process, bool terminal, bool init, string passwdRoot, List<string> warnings)
+    private static void AddProcess(
+        HelperInstructions ins, OciProcess process, bool terminal, bool init, string passwdRoot, SeccompFilter? seccomp, List<string> warnings)
     {
         if (process.Args is not { Count: > 0 } args || string.IsNullOrEmpty(args[0]))
         {
@@ -392,6 +400,11 @@ internal static class ContainerPlanner
         if (process.NoNewPrivileges)
         {
             ins.NoNewPrivs();
+        }
+
+        if (seccomp != null)
+        {
+            ins.Seccomp(seccomp.Flags, seccomp.Program);
         }
 
         foreach (var arg in args)

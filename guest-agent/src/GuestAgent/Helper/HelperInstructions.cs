@@ -33,6 +33,7 @@ internal enum HelperOp : ushort
     OomScoreAdj = 24,
     Umask = 25,
     NoPivot = 26,
+    Seccomp = 27,
 }
 
 internal enum HelperMode : uint
@@ -130,6 +131,9 @@ internal sealed class HelperInstructions
 
     public HelperInstructions NoPivot() => Add(HelperOp.NoPivot, new Payload());
 
+    /// <summary>A seccomp filter loaded right before exec (or before privileges drop, without no_new_privs).</summary>
+    public HelperInstructions Seccomp(uint flags, byte[] program) => Add(HelperOp.Seccomp, new Payload().U32(flags).Bytes(program));
+
     /// <summary>The encoded stream, header to End record.</summary>
     public byte[] Encode()
     {
@@ -203,7 +207,11 @@ internal sealed class HelperInstructions
             }
 
             sb.Append(r.Op);
-            if (r.Payload.Length > 0)
+            if (r.Op == HelperOp.Seccomp)
+            {
+                sb.Append(' ').Append((r.Payload.Length - 4) / 8).Append(" instructions");
+            }
+            else if (r.Payload.Length > 0)
             {
                 sb.Append(' ').Append(r.Op is HelperOp.Arg or HelperOp.Env or HelperOp.Rootfs or HelperOp.Cwd
                     or HelperOp.Hostname or HelperOp.Mask or HelperOp.Readonly
@@ -252,6 +260,12 @@ internal sealed class HelperInstructions
         public Payload Rest(string s)
         {
             _bytes.AddRange(Checked(s));
+            return this;
+        }
+
+        public Payload Bytes(byte[] bytes)
+        {
+            _bytes.AddRange(bytes);
             return this;
         }
 

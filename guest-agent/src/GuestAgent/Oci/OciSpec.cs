@@ -137,9 +137,49 @@ internal sealed class OciLinux
 
     public List<JsonElement>? GidMappings { get; set; }
 
-    public JsonElement? Seccomp { get; set; }
+    public OciSeccomp? Seccomp { get; set; }
 
     public string? MountLabel { get; set; }
+}
+
+/// <summary>linux.seccomp: compiled to a BPF filter by Seccomp/SeccompCompiler.</summary>
+internal sealed class OciSeccomp
+{
+    public string? DefaultAction { get; set; }
+
+    public uint? DefaultErrnoRet { get; set; }
+
+    public List<string>? Architectures { get; set; }
+
+    public List<string>? Flags { get; set; }
+
+    public string? ListenerPath { get; set; }
+
+    public string? ListenerMetadata { get; set; }
+
+    public List<OciSyscall>? Syscalls { get; set; }
+}
+
+internal sealed class OciSyscall
+{
+    public List<string>? Names { get; set; }
+
+    public string? Action { get; set; }
+
+    public uint? ErrnoRet { get; set; }
+
+    public List<OciSyscallArg>? Args { get; set; }
+}
+
+internal sealed class OciSyscallArg
+{
+    public uint Index { get; set; }
+
+    public ulong Value { get; set; }
+
+    public ulong ValueTwo { get; set; }
+
+    public string? Op { get; set; }
 }
 
 internal sealed class OciNamespace
@@ -236,6 +276,7 @@ internal sealed class OciHugepageLimit
 [JsonSerializable(typeof(OciSpec))]
 [JsonSerializable(typeof(OciProcess))]
 [JsonSerializable(typeof(OciLinuxResources))]
+[JsonSerializable(typeof(OciSeccomp))]
 internal sealed partial class OciJsonContext : JsonSerializerContext
 {
 }

@@ -274,6 +274,10 @@ internal sealed partial class AgentService
             {
                 var described = plan.Instructions.Describe();
                 LogPlan(_logger, id, described);
+                if (plan.Seccomp is { } filter)
+                {
+                    LogSeccomp(_logger, id, filter.InstructionCount, filter.Ignored.Count == 0 ? "none" : string.Join(' ', filter.Ignored));
+                }
             }
             var cg = cgroup;
             session = await HelperSession.LaunchAsync(
@@ -283,7 +287,7 @@ internal sealed partial class AgentService
 
             var init = new AgentProcess(id, "", session, stdio, cgroup, plan.Args);
             var oom = cgroup == null ? null : OomWatcher.Start(cgroup, id, () => ReportOom(id));
-            var container = new Container(id, rootfs, plan.NamespaceFlags, cgroup, init, oom);
+            var container = new Container(id, rootfs, plan.NamespaceFlags, cgroup, init, oom) { Seccomp = plan.Seccomp };
             if (!_containers.TryAdd(id, container))
             {
                 oom?.Dispose();
@@ -420,7 +424,7 @@ internal sealed partial class AgentService
             stdio = ProcessStdio.Create(
                 request.Terminal, request.Stdin, request.Stdout, request.Stderr, process.ConsoleSize,
                 ptmx: request.Terminal && File.Exists(containerPtmx) ? containerPtmx : ProcessStdio.DefaultPtmx);
-            var plan = ContainerPlanner.PlanExec(container.Init.Pid, container.NamespaceFlags, process, request.Terminal);
+            var plan = ContainerPlanner.PlanExec(container.Init.Pid, container.NamespaceFlags, process, request.Terminal, container.Seccomp);
             foreach (var warning in plan.Warnings)
             {
                 LogWarning(_logger, $"{container.Id}/{execId}", warning);
@@ -754,6 +758,9 @@ internal sealed partial class AgentService
 
     [LoggerMessage(Level = LogLevel.Information, Message = "container {Id} created, init pid {Pid}")]
     private static partial void LogContainerCreated(ILogger logger, string id, int pid);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "{Id}: seccomp filter of {Instructions} BPF instructions; syscalls unknown to the guest's architectures: {Ignored}")]
+    private static partial void LogSeccomp(ILogger logger, string id, int instructions, string ignored);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "container {Id} instructions: {Instructions}")]
     private static partial void LogPlan(ILogger logger, string id, string instructions);
