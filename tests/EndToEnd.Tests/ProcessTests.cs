@@ -102,4 +102,31 @@ public sealed class ProcessTests(ContainerdFixture fixture, LimitedContainer lim
         await events.AssertSequenceAsync(id, ["/tasks/create", "/tasks/start", $"/tasks/exit {id} 0", "/tasks/delete 0"], Ctr.EventTimeout);
         await HostState.AssertNothingLeftAsync(s.Containerd, id);
     });
+
+    /// <summary>`ctr run --seccomp --seccomp-profile`: the profile's rule refuses mkdir with its errno, everything else
+    /// runs, and the kernel reports the process as filtered (the same output as with runc).</summary>
+    [E2EFact]
+    public Task Seccomp_profile_refuses_the_calls_it_lists() => Scenario.RunAsync(fixture, output, async s =>
+    {
+        var id = s.NewId("seccomp");
+        var profile = Path.Combine(Path.GetTempPath(), $"csharp-e2e-{id}-seccomp.json");
+        await File.WriteAllTextAsync(profile, """
+            {"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86","SCMP_ARCH_X32"],
+             "syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}
+            """);
+        try
+        {
+            var r = await s.Containerd.CtrAsync(
+                Ctr.RunArgs(id, ["--rm", "--seccomp", "--seccomp-profile", profile], "sh", "-c", "grep Seccomp: /proc/self/status; mkdir /made-here; echo mkdir=$?"),
+                Ctr.BootTimeout);
+            Assert.True(r.ExitCode == 0, r.ToString());
+            Assert.Equal(["Seccomp:\t2", "mkdir=1"], r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            Assert.Contains("Permission denied", r.Stderr, StringComparison.Ordinal);
+            await HostState.AssertNothingLeftAsync(s.Containerd, id);
+        }
+        finally
+        {
+            File.Delete(profile);
+        }
+    });
 }
