@@ -58,6 +58,36 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
         await events.AssertSequenceAsync(id, ["/tasks/exec-added tty1", "/tasks/exec-started tty1", "/tasks/exit tty1 7"], Ctr.EventTimeout);
     });
 
+    /// <summary>`ctr task exec -t`: typed input reaches the guest's terminal, Ctrl-D at the start of a line ends `cat`'s
+    /// input and Ctrl-C interrupts the foreground job (the shell's INT trap runs), as on a local terminal.</summary>
+    [E2EFact]
+    public Task Exec_tty_ctrl_d_is_eof_and_ctrl_c_interrupts() => Scenario.RunAsync(fixture, output, async s =>
+    {
+        var id = await shared.GetAsync(s);
+        await using var events = await s.EventsAsync();
+        const string script = "echo ready; cat; echo cat-ended; trap 'echo interrupted; exit 9' INT; echo waiting; while :; do sleep 1; done";
+        await using var pty = Pty.Open(24, 80);
+        var ctr = pty.Start("ctr", s.Containerd.CtrPrefix.Concat(["tasks", "exec", "-t", "--exec-id", "keys", id, "sh", "-c", script]), s.Write);
+
+        // Typed only once the guest shell runs: ctr has made its terminal raw by then, so the keys go through it.
+        await Eventually.TrueAsync(() => pty.Output.Contains("ready", StringComparison.Ordinal) || ctr.HasExited,
+            TimeSpan.FromSeconds(60), () => $"the exec never started; terminal so far: {pty.Output}");
+        pty.Type("typed\n\x04");
+        await Eventually.TrueAsync(() => pty.Output.Contains("waiting", StringComparison.Ordinal) || ctr.HasExited,
+            TimeSpan.FromSeconds(60), () => $"Ctrl-D did not end cat; terminal so far: {pty.Output}");
+        Assert.False(ctr.HasExited, $"ctr exited early; terminal: {pty.Output}");
+        pty.Type("\x03");
+        var r = await ctr.WaitAsync(TimeSpan.FromSeconds(60));
+
+        s.Write($"terminal: {pty.Output.Replace("\r", "", StringComparison.Ordinal).Replace("\n", " | ", StringComparison.Ordinal)}");
+        var lines = pty.Output.Replace("\r", "", StringComparison.Ordinal).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(2, lines.Count(l => l == "typed")); // the terminal's echo, then cat's copy
+        Assert.Contains("cat-ended", lines);
+        Assert.Contains("^Cinterrupted", lines); // the guest terminal echoes the key, then the trap runs
+        Assert.True(r.ExitCode == 9, $"{r}\nterminal: {pty.Output}");
+        await events.AssertSequenceAsync(id, ["/tasks/exec-added keys", "/tasks/exec-started keys", "/tasks/exit keys 9"], Ctr.EventTimeout);
+    });
+
     /// <summary>N MiB of random bytes through `ctr task exec ... cat`: the same bytes come back (sha256), and cat
     /// ends because ctr's CloseIO at the end of its stdin gives it EOF.</summary>
     [E2ETheory]

@@ -51,15 +51,34 @@ public sealed partial class Pty : IAsyncDisposable
         return new Pty(master, slave, path);
     }
 
-    /// <summary>Starts FILE ARGS... on the pty as a session leader with the pty as controlling terminal.</summary>
+    /// <summary>Starts FILE ARGS... on the pty as a session leader with the pty as controlling terminal. Its stdio is
+    /// one read-write open of the pty, as a login terminal's is: ctr reads keys from whichever of fds 2, 1, 0 is a
+    /// console first (containerd/console), so a write-only stderr would leave it unable to read any.</summary>
     public HostProcess Start(string file, IEnumerable<string> args, Action<string>? log)
     {
         _process = HostProcess.Start(
             "sh",
-            new[] { "-c", "exec setsid -w -c \"$@\" <\"$PTY\" >\"$PTY\" 2>&1", "sh", file }.Concat(args),
+            new[] { "-c", "exec setsid -w -c \"$@\" <>\"$PTY\" >&0 2>&0", "sh", file }.Concat(args),
             new ProcessOptions { Environment = new Dictionary<string, string> { ["PTY"] = SlavePath } },
             log);
         return _process;
+    }
+
+    /// <summary>Types TEXT at the terminal (control characters included: "\x03" is Ctrl-C).</summary>
+    public void Type(string text)
+    {
+        var bytes = Encoding.UTF8.GetBytes(text);
+        var written = 0;
+        while (written < bytes.Length)
+        {
+            var n = (int)Write(_master, bytes.AsSpan(written), (nuint)(bytes.Length - written));
+            if (n < 0)
+            {
+                throw new IOException($"write to the pty failed: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+            }
+
+            written += n;
+        }
     }
 
     public void Resize(ushort rows, ushort cols)
@@ -120,6 +139,9 @@ public sealed partial class Pty : IAsyncDisposable
 
     [LibraryImport("libc", EntryPoint = "read", SetLastError = true)]
     private static partial nint Read(int fd, [Out] byte[] buffer, nuint count);
+
+    [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
+    private static partial nint Write(int fd, ReadOnlySpan<byte> buffer, nuint count);
 
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     private static partial int Close(int fd);
