@@ -159,6 +159,36 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
         Assert.Equal("RUNNING", (await c.TaskStatusAsync(id)).Status);
     });
 
+    /// <summary>`ctr task ps` lists the container's processes (in the guest: guest pids), each exec named by its id as
+    /// runc's shim names it; `ctr task kill` of an exec that already exited fails with "not found".</summary>
+    [E2EFact]
+    public Task Ps_names_the_execs_and_a_finished_exec_cannot_be_killed() => Scenario.RunAsync(fixture, output, async s =>
+    {
+        var c = s.Containerd;
+        var id = await shared.GetAsync(s);
+        await using var events = await s.EventsAsync();
+        await using var exec = c.StartCtr(Ctr.ExecArgs(id, "ps1", "sleep", "1000"));
+        await events.WaitForAsync(e => e.Topic == "/tasks/exec-started" && e.ProcessId == "ps1", Ctr.EventTimeout, "/tasks/exec-started ps1");
+
+        var ps = await c.CtrOkAsync(["tasks", "ps", id]);
+        var rows = ps.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Skip(1)
+            .Select(l => l.Split(' ', 2, StringSplitOptions.RemoveEmptyEntries)).ToList();
+        Assert.True(rows.All(r => r.Length == 2 && int.TryParse(r[0], out _)), ps.Stdout);
+        Assert.Single(rows, r => r[1].Contains("ExecID:ps1", StringComparison.Ordinal));
+        Assert.Contains(rows, r => r[1] == "-"); // the init
+
+        var done = await c.CtrAsync(Ctr.ExecArgs(id, "done1", "true"));
+        Assert.True(done.ExitCode == 0, done.ToString());
+        var kill = await c.CtrAsync(["tasks", "kill", "--exec-id", "done1", id]);
+        Assert.True(kill.ExitCode != 0 && kill.Stderr.Contains("not found", StringComparison.Ordinal), kill.ToString());
+
+        await c.CtrOkAsync(["tasks", "kill", "-s", "SIGKILL", "--exec-id", "ps1", id]);
+        Assert.Equal(137, (await exec.WaitAsync(Ctr.EventTimeout)).ExitCode);
+        await events.AssertSequenceAsync(id,
+            ["/tasks/exec-added ps1", "/tasks/exec-started ps1", "/tasks/exec-added done1", "/tasks/exec-started done1", "/tasks/exit done1 0", "/tasks/exit ps1 137"],
+            Ctr.EventTimeout);
+    });
+
     [E2EFact]
     public Task Pause_shows_paused_and_resume_runs_again() => Scenario.RunAsync(fixture, output, async s =>
     {

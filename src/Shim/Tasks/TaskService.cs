@@ -366,7 +366,15 @@ public sealed partial class TaskService : IAsyncDisposable
         var response = new PidsResponse();
         foreach (var p in list.Processes)
         {
-            response.Processes.Add(new Containerd.V1.Types.ProcessInfo { Pid = p.Pid });
+            var info = new Containerd.V1.Types.ProcessInfo { Pid = p.Pid };
+            if (p.ExecId.Length > 0)
+            {
+                // As runc's shim does: ctr task ps shows which exec a pid belongs to.
+                var details = new Containerd.Runc.V1.ProcessDetails { ExecId = p.ExecId };
+                info.Info = new Any { TypeUrl = Containerd.Runc.V1.ProcessDetails.Descriptor.FullName, Value = details.ToByteString() };
+            }
+
+            response.Processes.Add(info);
         }
 
         return response;
