@@ -1,0 +1,3 @@
+global using Xunit;
+
+[assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]
