@@ -254,7 +254,7 @@ public sealed partial class QemuVm : IAsyncDisposable
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, timeout.Token);
         try
         {
-            process = QemuProcess.Start(config.QemuPath, CommandLine, spec.WorkDirectory, logger, config.Debug);
+            process = QemuProcess.Start(config.QemuPath, CommandLine, spec.WorkDirectory, logger, config.Debug, spec.NetworkNamespace);
             exitMonitor = MonitorExitAsync(process);
             qmp = await ConnectQmpAsync(process, linked.Token);
             qmp.EventObserver = OnQmpEvent;

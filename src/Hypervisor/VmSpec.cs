@@ -15,7 +15,19 @@ public sealed class VmSpec
     public string? SharedDirectory { get; init; }
 
     public string ShareMountTag { get; init; } = "csharpshare";
+
+    /// <summary>
+    /// A network namespace (path, e.g. /var/run/netns/cni-...) QEMU is started in, so that the taps of
+    /// <see cref="Nics"/> are created there; null: the shim's own.
+    /// </summary>
+    public string? NetworkNamespace { get; init; }
+
+    /// <summary>virtio-net NICs, each backed by a tap QEMU creates by name (in <see cref="NetworkNamespace"/>).</summary>
+    public IReadOnlyList<VmNic> Nics { get; init; } = [];
 }
+
+/// <summary>A guest NIC: the tap behind it on the host and the MAC the guest sees.</summary>
+public sealed record VmNic(string TapName, string Mac);
 
 /// <summary>The files QEMU creates in <see cref="VmSpec.WorkDirectory"/>.</summary>
 public sealed record VmPaths(string WorkDirectory)

@@ -30,6 +30,7 @@ public sealed class Rtnetlink(NetlinkSocket socket)
     private const ushort RTM_NEWROUTE = 24;
     private const ushort RTM_GETROUTE = 26;
     private const ushort RTM_NEWQDISC = 36;
+    private const ushort RTM_DELQDISC = 37;
     private const ushort RTM_NEWTFILTER = 44;
 
     private const ushort IFLA_ADDRESS = 1;
@@ -199,6 +200,12 @@ public sealed class Rtnetlink(NetlinkSocket socket)
         socket.Execute(message, $"set interface #{index} up");
     }
 
+    public void SetDown(int index) => socket.Execute(new NetlinkMessage(RTM_NEWLINK, 0).Header(IfInfo(index, 0, IFF_UP)), $"set interface #{index} down");
+
+    /// <summary>Renames an interface; the kernel only renames one that is down.</summary>
+    public void Rename(int index, string name) =>
+        socket.Execute(new NetlinkMessage(RTM_NEWLINK, 0).Header(IfInfo(index, 0, 0)).String(IFLA_IFNAME, name), $"rename interface #{index} to {name}");
+
     public void AddAddress(int index, IPAddress address, int prefixLength)
     {
         var bytes = address.GetAddressBytes();
@@ -250,6 +257,19 @@ public sealed class Rtnetlink(NetlinkSocket socket)
                 $"add an ingress qdisc to interface #{index}");
         }
         catch (NetlinkException e) when (e.Errno == EEXIST)
+        {
+        }
+    }
+
+    /// <summary>Removes the interface's ingress qdisc and with it every filter on it; none there is fine.</summary>
+    public void DeleteIngressQdisc(int index)
+    {
+        const int ENOENT = 2, EINVAL = 22;
+        try
+        {
+            socket.Execute(new NetlinkMessage(RTM_DELQDISC, 0).Header(TcMsg(index, IngressHandle, TC_H_INGRESS, 0)), $"remove the ingress qdisc of interface #{index}");
+        }
+        catch (NetlinkException e) when (e.Errno is ENOENT or EINVAL)
         {
         }
     }

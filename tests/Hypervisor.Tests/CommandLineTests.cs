@@ -86,6 +86,28 @@ public sealed class CommandLineTests
         Assert.Equal(expected, new NinePShareFragment(directory, tag).Args);
 
     [Theory]
+    [InlineData(0, "tap0_cs", "02:42:0a:00:00:05", new[] { "-netdev", "tap,id=net0,ifname=tap0_cs,script=no,downscript=no", "-device", "virtio-net-pci,netdev=net0,mac=02:42:0a:00:00:05,romfile=" })]
+    [InlineData(2, "t,x", "aa:bb:cc:dd:ee:ff", new[] { "-netdev", "tap,id=net2,ifname=t,,x,script=no,downscript=no", "-device", "virtio-net-pci,netdev=net2,mac=aa:bb:cc:dd:ee:ff,romfile=" })]
+    public void Nic_on_a_named_tap(int index, string tap, string mac, string[] expected) =>
+        Assert.Equal(expected, new NicFragment(index, new VmNic(tap, mac)).Args);
+
+    [Theory]
+    [InlineData("tap-name-too-long", "02:42:0a:00:00:05", "invalid tap name \"tap-name-too-long\"")]
+    [InlineData("tap 0", "02:42:0a:00:00:05", "invalid tap name \"tap 0\"")]
+    [InlineData("tap0", "02:42:0a:00:00", "invalid MAC address \"02:42:0a:00:00\"")]
+    public void Nic_names_and_macs_are_checked(string tap, string mac, string message)
+    {
+        var spec = new VmSpec
+        {
+            SandboxId = "sb",
+            WorkDirectory = "/run/vm",
+            Config = new HypervisorConfig { KernelPath = "/k/vmlinuz" },
+            Nics = [new VmNic(tap, mac)],
+        };
+        Assert.StartsWith(message, Assert.Throws<HypervisorException>(() => QemuCommandLine.ValidateSpec(spec)).Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
     [InlineData("q35", AcceleratorKind.Kvm, new[] { "-machine", "q35,accel=kvm", "-cpu", "host" })]
     [InlineData("q35", AcceleratorKind.Tcg, new[] { "-machine", "q35,accel=tcg", "-cpu", "max" })]
     [InlineData("pc-q35-7.2", AcceleratorKind.Tcg, new[] { "-machine", "pc-q35-7.2,accel=tcg", "-cpu", "max" })]

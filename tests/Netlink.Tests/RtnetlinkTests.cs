@@ -74,6 +74,30 @@ public sealed class RtnetlinkTests : IDisposable
 
         Assert.Contains("mirred (Egress Redirect to device tap0) stolen", _ns.InNs("tc", "filter", "show", "dev", "a0", "ingress"), StringComparison.Ordinal);
         Assert.Contains("mirred (Egress Redirect to device a0) stolen", _ns.InNs("tc", "filter", "show", "dev", "tap0", "ingress"), StringComparison.Ordinal);
+
+        Netlink(r =>
+        {
+            var a0 = r.GetLinks().Single(l => l.Name == "a0").Index;
+            r.DeleteIngressQdisc(a0);
+            r.DeleteIngressQdisc(a0); // gone already: fine
+            return true;
+        });
+        Assert.Equal("", _ns.InNs("tc", "filter", "show", "dev", "a0", "ingress").Trim());
+    }
+
+    [NetnsFact]
+    public void A_down_interface_is_renamed()
+    {
+        Netlink(r =>
+        {
+            var a0 = r.GetLinks().Single(l => l.Name == "a0").Index;
+            r.SetUp(a0);
+            r.SetDown(a0);
+            r.Rename(a0, "eth7");
+            return true;
+        });
+        Assert.Contains("eth7", _ns.InNs("ip", "-o", "link", "show"), StringComparison.Ordinal);
+        Assert.DoesNotContain(" a0@", _ns.InNs("ip", "-o", "link", "show"), StringComparison.Ordinal);
     }
 
     [NetnsFact]

@@ -37,6 +37,11 @@ internal static class QemuCommandLine
             fragments.Add(new NinePShareFragment(spec.SharedDirectory, spec.ShareMountTag));
         }
 
+        for (var i = 0; i < spec.Nics.Count; i++)
+        {
+            fragments.Add(new NicFragment(i, spec.Nics[i]));
+        }
+
         fragments.Add(new RngFragment());
         fragments.Add(new PidFileFragment(paths.PidFile));
         return fragments;
@@ -67,6 +72,24 @@ internal static class QemuCommandLine
                 throw new HypervisorException(
                     $"work directory too long for unix sockets: {socket} is {length} bytes, the limit is {MaxSocketPathBytes}");
             }
+        }
+
+        foreach (var nic in spec.Nics)
+        {
+            if (!System.Text.RegularExpressions.Regex.IsMatch(nic.TapName, "^[A-Za-z0-9_.-]{1,15}$"))
+            {
+                throw new HypervisorException($"invalid tap name \"{nic.TapName}\": 1-15 letters, digits, '_', '.' or '-'");
+            }
+
+            if (!System.Text.RegularExpressions.Regex.IsMatch(nic.Mac, "^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"))
+            {
+                throw new HypervisorException($"invalid MAC address \"{nic.Mac}\"");
+            }
+        }
+
+        if (spec.NetworkNamespace is { } netns && !File.Exists(netns))
+        {
+            throw new HypervisorException($"network namespace not found: {netns}");
         }
 
         if (spec.SharedDirectory is not null)

@@ -109,6 +109,19 @@ internal sealed record NinePShareFragment(string Directory, string MountTag) : Q
     ];
 }
 
+/// <summary>
+/// A virtio-net NIC on a tap QEMU opens by name (created if missing, removed with QEMU); no scripts: the caller wires
+/// the tap. romfile= skips the PXE option ROM a direct kernel boot never uses.
+/// </summary>
+internal sealed record NicFragment(int Index, VmNic Nic) : QemuFragment
+{
+    public override IReadOnlyList<string> Args =>
+    [
+        "-netdev", $"tap,id=net{N(Index)},ifname={Opt(Nic.TapName)},script=no,downscript=no",
+        "-device", $"virtio-net-pci,netdev=net{N(Index)},mac={Nic.Mac},romfile=",
+    ];
+}
+
 /// <summary>Entropy for the guest, so its crng is ready at once.</summary>
 internal sealed record RngFragment : QemuFragment
 {

@@ -35,7 +35,7 @@ internal sealed partial class QemuProcess : IDisposable
     public bool HasExited => Exited.IsCompleted;
 
     /// <exception cref="HypervisorException">The executable could not be started.</exception>
-    public static QemuProcess Start(string executable, IReadOnlyList<string> args, string workingDirectory, ILogger logger, bool debug)
+    public static QemuProcess Start(string executable, IReadOnlyList<string> args, string workingDirectory, ILogger logger, bool debug, string? networkNamespace = null)
     {
         var info = new ProcessStartInfo(executable)
         {
@@ -53,7 +53,20 @@ internal sealed partial class QemuProcess : IDisposable
         var process = new Process { StartInfo = info };
         try
         {
-            process.Start();
+            // The child inherits the namespaces of the thread that forks it.
+            if (networkNamespace is null)
+            {
+                process.Start();
+            }
+            else
+            {
+                Netlink.NetworkNamespace.Run(networkNamespace, process.Start);
+            }
+        }
+        catch (Netlink.NetlinkException e)
+        {
+            process.Dispose();
+            throw new HypervisorException($"cannot start qemu in {networkNamespace}: {e.Message}", e);
         }
         catch (Win32Exception e)
         {

@@ -10,6 +10,7 @@ using ShimV2.GuestAgent.Containers;
 using ShimV2.GuestAgent.Helper;
 using ShimV2.GuestAgent.Hotplug;
 using ShimV2.GuestAgent.Native;
+using ShimV2.GuestAgent.Network;
 using ShimV2.GuestAgent.Oci;
 using ShimV2.GuestAgent.Stdio;
 using ShimV2.Ttrpc;
@@ -87,6 +88,8 @@ internal sealed partial class AgentService
         Add<UpdateContainerRequest, Empty>(b, "UpdateContainer", UpdateContainerAsync);
         Add<OnlineCpuMemRequest, Empty>(b, "OnlineCpuMem", OnlineCpuMemAsync);
         Add<GetOomEventRequest, OomEvent>(b, "GetOomEvent", GetOomEventAsync);
+        Add<Interface, Interface>(b, "UpdateInterface", UpdateInterfaceAsync);
+        Add<UpdateRoutesRequest, UpdateRoutesResponse>(b, "UpdateRoutes", UpdateRoutesAsync);
         return b.Build();
     }
 
@@ -646,6 +649,32 @@ internal sealed partial class AgentService
         return new OomEvent { ContainerId = id };
     }
 
+    // ---- network -------------------------------------------------------------------------------------------
+
+    public async Task<Interface> UpdateInterfaceAsync(Interface request, CancellationToken ct)
+    {
+        var result = await GuestNetwork.UpdateInterfaceAsync(request, ct);
+        if (_logger.IsEnabled(LogLevel.Information))
+        {
+            var addresses = string.Join(' ', request.IpAddresses.Select(a => $"{a.Address}/{a.PrefixLength}"));
+            LogInterface(_logger, request.Name, request.HwAddr, addresses);
+        }
+
+        return result;
+    }
+
+    public Task<UpdateRoutesResponse> UpdateRoutesAsync(UpdateRoutesRequest request, CancellationToken ct)
+    {
+        var result = GuestNetwork.UpdateRoutes(request);
+        if (_logger.IsEnabled(LogLevel.Information))
+        {
+            var routes = string.Join(", ", request.Routes.Select(r => $"{r.Destination}{(r.Gateway.Length > 0 ? " via " + r.Gateway : "")} dev {r.Device}"));
+            LogRoutes(_logger, routes);
+        }
+
+        return Task.FromResult(result);
+    }
+
     // ---- helpers -------------------------------------------------------------------------------------------
 
     private static void Add<TRequest, TResponse>(
@@ -758,6 +787,12 @@ internal sealed partial class AgentService
 
     [LoggerMessage(Level = LogLevel.Information, Message = "container {Id} created, init pid {Pid}")]
     private static partial void LogContainerCreated(ILogger logger, string id, int pid);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "interface {Name} ({Mac}) up with {Addresses}")]
+    private static partial void LogInterface(ILogger logger, string name, string mac, string addresses);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "routes: {Routes}")]
+    private static partial void LogRoutes(ILogger logger, string routes);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "{Id}: seccomp filter of {Instructions} BPF instructions; syscalls unknown to the guest's architectures: {Ignored}")]
     private static partial void LogSeccomp(ILogger logger, string id, int instructions, string ignored);
