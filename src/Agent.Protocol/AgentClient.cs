@@ -75,4 +75,10 @@ public sealed class AgentClient(TtrpcClient connection)
 
     public Task<OomEvent> GetOomEventAsync(GetOomEventRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
         Connection.CallAsync<GetOomEventRequest, OomEvent>(ServiceName, "GetOomEvent", request, options, cancellationToken);
+
+    public Task<Interface> UpdateInterfaceAsync(Interface request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
+        Connection.CallAsync<Interface, Interface>(ServiceName, "UpdateInterface", request, options, cancellationToken);
+
+    public Task<UpdateRoutesResponse> UpdateRoutesAsync(UpdateRoutesRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
+        Connection.CallAsync<UpdateRoutesRequest, UpdateRoutesResponse>(ServiceName, "UpdateRoutes", request, options, cancellationToken);
 }

@@ -32,6 +32,15 @@ public sealed class BundleTests : IDisposable
         Assert.Null(spec.Hostname);
     }
 
+    [Theory]
+    [InlineData("""{"linux":{"namespaces":[{"type":"pid"},{"type":"network","path":"/var/run/netns/cni-1"}]}}""", "/var/run/netns/cni-1")]
+    [InlineData("""{"linux":{"namespaces":[{"type":"network"}]}}""", null)]
+    [InlineData("""{"linux":{"namespaces":[{"type":"network","path":""}]}}""", null)]
+    [InlineData("""{"linux":{"namespaces":"odd"}}""", null)]
+    [InlineData("""{}""", null)]
+    public void The_pod_network_namespace_is_the_network_namespace_path(string json, string? expected) =>
+        Assert.Equal(expected, BundleSpec.Parse(System.Text.Encoding.UTF8.GetBytes(json), "config.json").NetworkNamespace);
+
     [Fact]
     public void A_broken_config_json_is_a_clear_error_naming_the_file()
     {

@@ -8,8 +8,9 @@ public sealed class BundleSpec
     public const string SandboxIdAnnotation = "io.kubernetes.cri.sandbox-id";
     public const string ContainerTypeAnnotation = "io.kubernetes.cri.container-type";
 
-    private BundleSpec(byte[] json, IReadOnlyDictionary<string, string> annotations, string? hostname, bool terminal)
+    private BundleSpec(byte[] json, IReadOnlyDictionary<string, string> annotations, string? hostname, bool terminal, string? networkNamespace)
     {
+        NetworkNamespace = networkNamespace;
         Json = json;
         Annotations = annotations;
         Hostname = hostname;
@@ -24,6 +25,9 @@ public sealed class BundleSpec
     public string? Hostname { get; }
 
     public bool Terminal { get; }
+
+    /// <summary>linux.namespaces' network path (CRI's /var/run/netns/cni-..., ctr's --with-ns): the pod's network.</summary>
+    public string? NetworkNamespace { get; }
 
     /// <summary>The id of the sandbox (pod) this container belongs to: CRI's annotation, else its own id.</summary>
     public string SandboxId(string containerId) =>
@@ -74,7 +78,22 @@ public sealed class BundleSpec
             string? hostname = root.TryGetProperty("hostname", out var h) && h.ValueKind == JsonValueKind.String ? h.GetString() : null;
             var terminal = root.TryGetProperty("process", out var p) && p.ValueKind == JsonValueKind.Object
                 && p.TryGetProperty("terminal", out var t) && t.ValueKind == JsonValueKind.True;
-            return new BundleSpec(json, annotations, string.IsNullOrEmpty(hostname) ? null : hostname, terminal);
+            string? netns = null;
+            if (root.TryGetProperty("linux", out var linux) && linux.ValueKind == JsonValueKind.Object
+                && linux.TryGetProperty("namespaces", out var namespaces) && namespaces.ValueKind == JsonValueKind.Array)
+            {
+                foreach (var ns in namespaces.EnumerateArray())
+                {
+                    if (ns.ValueKind == JsonValueKind.Object && ns.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String
+                        && type.GetString() == "network" && ns.TryGetProperty("path", out var path) && path.ValueKind == JsonValueKind.String
+                        && path.GetString() is { Length: > 0 } value)
+                    {
+                        netns = value;
+                    }
+                }
+            }
+
+            return new BundleSpec(json, annotations, string.IsNullOrEmpty(hostname) ? null : hostname, terminal, netns);
         }
         catch (JsonException e)
         {

@@ -38,7 +38,8 @@ public interface ISandbox : IAsyncDisposable
     Task StopAsync(CancellationToken cancellationToken);
 }
 
-public sealed record SandboxLaunchRequest(string SandboxId, string ConfigPath, string Hostname);
+/// <param name="NetworkNamespace">The pod's network namespace (path), whose interfaces the VM takes over; null: none.</param>
+public sealed record SandboxLaunchRequest(string SandboxId, string ConfigPath, string Hostname, string? NetworkNamespace = null);
 
 public interface ISandboxLauncher
 {

@@ -1,7 +1,9 @@
 using Microsoft.Extensions.Logging;
 using ShimV2.Agent.Protocol;
 using ShimV2.Hypervisor;
+using ShimV2.Netlink;
 using ShimV2.Shim.Native;
+using ShimV2.Shim.Network;
 using ShimV2.Ttrpc;
 
 namespace ShimV2.Shim.Sandbox;
@@ -14,10 +16,12 @@ public sealed partial class QemuSandbox : ISandbox
     private readonly ILogger _logger;
     private readonly SemaphoreSlim _resize = new(1, 1);
     private readonly HypervisorConfig _config;
+    private readonly PodNetwork? _network;
     private int _stopped;
 
-    private QemuSandbox(string id, SandboxPaths paths, QemuVm vm, TtrpcClient connection, HypervisorConfig config, ILogger logger)
+    private QemuSandbox(string id, SandboxPaths paths, QemuVm vm, TtrpcClient connection, HypervisorConfig config, PodNetwork? network, ILogger logger)
     {
+        _network = network;
         _config = config;
         BootSize = new SandboxSize(config.VCpus, config.MemoryMiB);
         Size = BootSize;
@@ -52,8 +56,10 @@ public sealed partial class QemuSandbox : ISandbox
         Directory.CreateDirectory(paths.SharedDirectory);
         QemuVm? vm = null;
         TtrpcClient? connection = null;
+        PodNetwork? network = null;
         try
         {
+            network = ScanNetwork(request, logger);
             var spec = new VmSpec
             {
                 SandboxId = request.SandboxId,
@@ -61,9 +67,15 @@ public sealed partial class QemuSandbox : ISandbox
                 Config = config,
                 SharedDirectory = paths.SharedDirectory,
                 ShareMountTag = SandboxPaths.ShareMountTag,
+                NetworkNamespace = request.NetworkNamespace,
+                Nics = network?.Nics ?? [],
             };
             vm = await QemuVm.StartAsync(spec, loggerFactory, cancellationToken);
             LogVmStarted(logger, request.SandboxId, vm.Pid, vm.AgentTransport);
+            if (network is { Interfaces.Count: > 0 })
+            {
+                Wire(() => network.Connect(), "connect the pod network to the VM");
+            }
 
             using var boot = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             boot.CancelAfter(TimeSpan.FromSeconds(Math.Max(5, config.BootTimeoutSeconds)));
@@ -111,7 +123,19 @@ public sealed partial class QemuSandbox : ISandbox
                 },
                 null,
                 boot.Token);
-            return new QemuSandbox(request.SandboxId, paths, vm, connection, config, logger);
+            if (network is { Interfaces.Count: > 0 })
+            {
+                foreach (var pod in network.Interfaces)
+                {
+                    await agent.UpdateInterfaceAsync(PodNetwork.ToAgent(pod), null, boot.Token);
+                }
+
+                var routes = new ShimV2.Agent.Protocol.V1.UpdateRoutesRequest();
+                routes.Routes.Add(network.Routes);
+                await agent.UpdateRoutesAsync(routes, null, boot.Token);
+            }
+
+            return new QemuSandbox(request.SandboxId, paths, vm, connection, config, network, logger);
         }
         catch (Exception e)
         {
@@ -126,6 +150,7 @@ public sealed partial class QemuSandbox : ISandbox
                 await vm.DisposeAsync();
             }
 
+            Unwire(network, logger, request.SandboxId);
             RemoveHostState(paths);
             if (e is OperationCanceledException && !cancellationToken.IsCancellationRequested)
             {
@@ -197,6 +222,7 @@ public sealed partial class QemuSandbox : ISandbox
 
         await _connection.DisposeAsync();
         await _vm.StopAsync(TimeSpan.FromSeconds(3), cancellationToken);
+        Unwire(_network, _logger, Id);
         RemoveHostState(Paths);
         LogVmStopped(_logger, Id);
     }
@@ -213,6 +239,53 @@ public sealed partial class QemuSandbox : ISandbox
 
         MountTable.UnmountAllUnder(paths.Root);
         MountTable.RemoveTree(paths.Root);
+    }
+
+    private static PodNetwork? ScanNetwork(SandboxLaunchRequest request, ILogger logger)
+    {
+        if (request.NetworkNamespace is not { } path)
+        {
+            return null;
+        }
+
+        var network = Wire(() => PodNetwork.Scan(path), $"read the pod network namespace {path}");
+        LogNetwork(logger, request.SandboxId, path, network.Interfaces.Count == 0 ? "no interface with an address: the VM gets loopback only" : network.ToString());
+        return network;
+    }
+
+    private static void Wire(Action work, string what) => Wire(() =>
+    {
+        work();
+        return true;
+    }, what);
+
+    private static T Wire<T>(Func<T> work, string what)
+    {
+        try
+        {
+            return work();
+        }
+        catch (NetlinkException e)
+        {
+            throw new SandboxException($"cannot {what}: {e.Message}");
+        }
+    }
+
+    private static void Unwire(PodNetwork? network, ILogger logger, string sandboxId)
+    {
+        if (network is not { Interfaces.Count: > 0 })
+        {
+            return;
+        }
+
+        try
+        {
+            network.Disconnect();
+        }
+        catch (NetlinkException e)
+        {
+            LogUnwireFailed(logger, sandboxId, e.Message);
+        }
     }
 
     private static string ConsoleTail(QemuVm vm) => vm.ConsoleTail() is { } tail ? $" (console: {tail})" : string.Empty;
@@ -234,6 +307,12 @@ public sealed partial class QemuSandbox : ISandbox
 
     [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId}: VM now has {Vcpus} vCPUs and {MemoryMiB} MiB")]
     private static partial void LogSize(ILogger logger, string sandboxId, int vcpus, int memoryMiB);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId}: network namespace {Path}: {Network}")]
+    private static partial void LogNetwork(ILogger logger, string sandboxId, string path, string network);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId}: could not remove the tc redirects from the pod's interfaces: {Reason}")]
+    private static partial void LogUnwireFailed(ILogger logger, string sandboxId, string reason);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId}: VM stopped, host state removed")]
     private static partial void LogVmStopped(ILogger logger, string sandboxId);

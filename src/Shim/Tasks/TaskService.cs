@@ -81,7 +81,7 @@ public sealed partial class TaskService : IAsyncDisposable
             var launchedHere = false;
             if (_sandbox is null)
             {
-                _sandbox = await _launcher.LaunchAsync(new SandboxLaunchRequest(sandboxId, configPath, spec.Hostname ?? sandboxId), cancellationToken);
+                _sandbox = await _launcher.LaunchAsync(new SandboxLaunchRequest(sandboxId, configPath, spec.Hostname ?? sandboxId, spec.NetworkNamespace), cancellationToken);
                 launchedHere = true;
                 _ = WatchSandboxAsync(_sandbox);
             }
