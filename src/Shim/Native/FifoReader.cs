@@ -5,7 +5,8 @@ namespace ShimV2.Shim.Native;
 /// <summary>
 /// Reads a FIFO without ever blocking in open(2) or read(2), so teardown can always stop it: the FIFO is opened
 /// O_NONBLOCK and waited on with poll(2) next to a wake pipe. End of stream is reported only after a writer
-/// came and went (Linux reports POLLHUP only then), matching containerd's fifo package.
+/// came and went (Linux reports POLLHUP only then), matching containerd's fifo package. <see cref="Drain"/>
+/// ends the stream early for a writer that never goes away, without losing what it already wrote.
 /// </summary>
 internal sealed partial class FifoReader : IDisposable
 {
@@ -22,6 +23,7 @@ internal sealed partial class FifoReader : IDisposable
     private readonly int[] _wake = new int[2];
     private int _disposed;
     private bool _woken;
+    private bool _draining;
 
     public FifoReader(string path)
     {
@@ -62,12 +64,14 @@ internal sealed partial class FifoReader : IDisposable
                 throw new IOException($"poll: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
             }
 
-            if (fds[1].Revents != 0 || Volatile.Read(ref _woken))
+            if (Volatile.Read(ref _woken))
             {
                 return 0;
             }
 
-            if ((fds[0].Revents & (POLLIN | POLLHUP | POLLERR)) == 0)
+            // The wake pipe is never emptied: once draining, every later poll returns at once.
+            var draining = fds[1].Revents != 0;
+            if (!draining && (fds[0].Revents & (POLLIN | POLLHUP | POLLERR)) == 0)
             {
                 continue;
             }
@@ -83,7 +87,7 @@ internal sealed partial class FifoReader : IDisposable
                 return (int)n;
             }
 
-            if (n == 0 && (fds[0].Revents & POLLHUP) != 0)
+            if (n == 0 && (draining || (fds[0].Revents & POLLHUP) != 0))
             {
                 return 0;
             }
@@ -93,21 +97,41 @@ internal sealed partial class FifoReader : IDisposable
             {
                 throw new IOException($"read: {Marshal.GetPInvokeErrorMessage(errno)}");
             }
+
+            if (draining && errno == EAGAIN)
+            {
+                return 0;
+            }
         }
 
         return 0;
     }
 
     /// <summary>Makes a blocked or later Read return 0; safe from any thread, before or after Dispose.</summary>
-    public unsafe void Wake()
+    public void Wake()
     {
         lock (_wake)
         {
             if (_disposed == 0 && !_woken)
             {
                 _woken = true;
-                byte one = 1;
-                _ = WriteNative(_wake[1], &one, 1);
+                Signal();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Makes Read stop waiting for data: it returns what the FIFO holds now, then 0 once it is empty, even while a
+    /// writer keeps it open. Safe from any thread, before or after Dispose.
+    /// </summary>
+    public void Drain()
+    {
+        lock (_wake)
+        {
+            if (_disposed == 0 && !_woken && !_draining)
+            {
+                _draining = true;
+                Signal();
             }
         }
     }
@@ -126,6 +150,12 @@ internal sealed partial class FifoReader : IDisposable
             Close(_wake[0]);
             Close(_wake[1]);
         }
+    }
+
+    private unsafe void Signal()
+    {
+        byte one = 1;
+        _ = WriteNative(_wake[1], &one, 1);
     }
 
     [StructLayout(LayoutKind.Sequential)]

@@ -10,22 +10,30 @@ namespace ShimV2.Shim.Stdio;
 /// </summary>
 public sealed partial class StdioForwarder : IAsyncDisposable
 {
+    /// <summary>How long a client that asked for CloseIO(stdin) may keep the stdin FIFO open.</summary>
+    public static readonly TimeSpan DefaultStdinCloseGrace = TimeSpan.FromSeconds(2);
+
     private readonly StdioConfig _config;
     private readonly IGuestStdio _guest;
     private readonly ILogger _logger;
     private readonly string _name;
+    private readonly TimeSpan _stdinCloseGrace;
     private readonly CancellationTokenSource _stop = new();
     private readonly TaskCompletionSource _stdinDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private FifoReader? _stdinReader;
     private Task _output = Task.CompletedTask;
     private int _stdinClosed;
+    private readonly Lock _drainLock = new();
+    private int _closeRequested;
+    private bool _drainRequested;
 
-    public StdioForwarder(StdioConfig config, IGuestStdio guest, ILogger logger, string name)
+    public StdioForwarder(StdioConfig config, IGuestStdio guest, ILogger logger, string name, TimeSpan? stdinCloseGrace = null)
     {
         _config = config;
         _guest = guest;
         _logger = logger;
         _name = name;
+        _stdinCloseGrace = stdinCloseGrace ?? DefaultStdinCloseGrace;
         if (!config.HasStdin)
         {
             _stdinDone.TrySetResult();
@@ -52,29 +60,39 @@ public sealed partial class StdioForwarder : IAsyncDisposable
         _output = Task.WhenAll(copies);
         if (_config.HasStdin)
         {
-            _stdinReader = new FifoReader(FifoPath(_config.Stdin));
+            lock (_drainLock)
+            {
+                _stdinReader = new FifoReader(FifoPath(_config.Stdin));
+                if (_drainRequested)
+                {
+                    _stdinReader.Drain();
+                }
+            }
+
             var thread = new Thread(CopyIn) { IsBackground = true, Name = $"stdin {_name}" };
             thread.Start();
         }
     }
 
     /// <summary>
-    /// CloseIO(stdin): the guest's stdin closes only after everything written to the FIFO was delivered. The
-    /// client closes its end first; a client that keeps it open gets its stdin closed after a grace period.
+    /// CloseIO(stdin). Returns at once: clients such as `ctr` close their end of the FIFO only after CloseIO
+    /// answered. The copy loop closes the guest's stdin when it reaches the FIFO's end, after delivering all it
+    /// read; a client that keeps the FIFO open gets, after a grace period, what it wrote delivered and then its
+    /// stdin closed. A process without stdin has it closed now.
     /// </summary>
-    public async Task CloseStdinAsync(CancellationToken cancellationToken)
+    public Task CloseStdinAsync(CancellationToken cancellationToken)
     {
-        try
+        if (!_config.HasStdin)
         {
-            await _stdinDone.Task.WaitAsync(TimeSpan.FromSeconds(2), cancellationToken);
-        }
-        catch (TimeoutException)
-        {
-            _stdinReader?.Wake();
-            await _stdinDone.Task.WaitAsync(cancellationToken);
+            return CloseGuestStdinAsync(cancellationToken);
         }
 
-        await CloseGuestStdinAsync(cancellationToken);
+        if (Interlocked.Exchange(ref _closeRequested, 1) == 0)
+        {
+            _ = DrainStdinAfterGraceAsync();
+        }
+
+        return Task.CompletedTask;
     }
 
     public async ValueTask DisposeAsync()
@@ -84,6 +102,26 @@ public sealed partial class StdioForwarder : IAsyncDisposable
         await _output.WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         await _stdinDone.Task.WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         _stop.Dispose();
+    }
+
+    private async Task DrainStdinAfterGraceAsync()
+    {
+        try
+        {
+            await _stdinDone.Task.WaitAsync(_stdinCloseGrace, _stop.Token);
+        }
+        catch (TimeoutException)
+        {
+            LogStdinHeldOpen(_logger, _name, _stdinCloseGrace.TotalSeconds);
+            lock (_drainLock)
+            {
+                _drainRequested = true;
+                _stdinReader?.Drain();
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
     }
 
     private async Task CopyOutAsync(string path, Func<CancellationToken, Task<ReadOnlyMemory<byte>>> read, string stream)
@@ -142,33 +180,59 @@ public sealed partial class StdioForwarder : IAsyncDisposable
         var buffer = new byte[64 * 1024];
         try
         {
-            while (true)
+            try
             {
-                var n = reader.Read(buffer);
-                if (n == 0)
+                while (true)
                 {
-                    break;
+                    var n = reader.Read(buffer);
+                    if (n == 0)
+                    {
+                        break;
+                    }
+
+                    _guest.WriteStdinAsync(buffer.AsMemory(0, n), _stop.Token).GetAwaiter().GetResult();
                 }
-
-                _guest.WriteStdinAsync(buffer.AsMemory(0, n), _stop.Token).GetAwaiter().GetResult();
             }
-
-            if (!_stop.IsCancellationRequested)
+            finally
             {
-                CloseGuestStdinAsync(_stop.Token).GetAwaiter().GetResult();
+                reader.Dispose();
             }
+
+            CloseGuestStdin();
         }
-        catch (OperationCanceledException)
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
         {
         }
         catch (Exception e)
         {
             LogCopyFailed(_logger, _name, "stdin", e.Message);
+            // Whatever went wrong, no more stdin will come: the process must not wait for it forever.
+            CloseGuestStdin();
         }
         finally
         {
-            reader.Dispose();
             _stdinDone.TrySetResult();
+        }
+    }
+
+    /// <summary>From the copy thread; never throws. Nothing to close at teardown: the process is going away.</summary>
+    private void CloseGuestStdin()
+    {
+        if (_stop.IsCancellationRequested)
+        {
+            return;
+        }
+
+        try
+        {
+            CloseGuestStdinAsync(_stop.Token).GetAwaiter().GetResult();
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+        }
+        catch (Exception e)
+        {
+            LogCopyFailed(_logger, _name, "stdin close", e.Message);
         }
     }
 
@@ -182,6 +246,9 @@ public sealed partial class StdioForwarder : IAsyncDisposable
 
     private static string FifoPath(string path) =>
         path.StartsWith("file://", StringComparison.Ordinal) ? new Uri(path).LocalPath : path;
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "{Process}: stdin FIFO still open {Seconds} s after CloseIO: closing the process's stdin after what was written")]
+    private static partial void LogStdinHeldOpen(ILogger logger, string process, double seconds);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Process}: {Stream} copy stopped: {Reason}")]
     private static partial void LogCopyFailed(ILogger logger, string process, string stream, string reason);
