@@ -89,6 +89,71 @@ public sealed class StdioForwarderTests : IDisposable
         Assert.True(guest.Closed.Task.IsCompleted);
     }
 
+    [Fact]
+    public async Task Megabytes_of_stdin_arrive_whole_and_in_order()
+    {
+        var guest = new RecordingGuest();
+        var stdin = Fifo("stdin");
+        await using var io = Forwarder(stdin, guest, TimeSpan.FromMinutes(10));
+        io.Start();
+        var sent = Pattern(8 << 20);
+        await using (var client = OpenWriter(stdin))
+        {
+            // Odd sizes, so chunk edges fall anywhere.
+            for (var i = 0; i < sent.Length; i += 77_777)
+            {
+                await client.WriteAsync(sent.AsMemory(i, Math.Min(77_777, sent.Length - i)));
+                await client.FlushAsync();
+            }
+        }
+
+        Assert.Equal(sent, await guest.Closed.Task.WaitAsync(Timeout));
+    }
+
+    [Fact]
+    public async Task A_process_that_does_not_read_its_stdin_blocks_the_client_instead_of_filling_the_shim()
+    {
+        var guest = new RecordingGuest { Gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously) };
+        var stdin = Fifo("stdin");
+        await using var io = Forwarder(stdin, guest, TimeSpan.FromMinutes(10));
+        io.Start();
+        var fd = open(stdin, O_WRONLY | O_NONBLOCK);
+        Assert.True(fd >= 0, $"open {stdin}: errno {Marshal.GetLastPInvokeError()}");
+        var sent = new List<byte>();
+        try
+        {
+            // Write until the FIFO stays full: the shim has stopped taking more.
+            var piece = Pattern(64 * 1024);
+            var limit = 64 << 20;
+            while (sent.Count < limit)
+            {
+                var n = write(fd, piece, piece.Length);
+                if (n > 0)
+                {
+                    sent.AddRange(piece.AsSpan(0, (int)n));
+                    continue;
+                }
+
+                Assert.Equal(EAGAIN, Marshal.GetLastPInvokeError());
+                var pfd = new PollFd { Fd = fd, Events = POLLOUT };
+                if (poll(ref pfd, 1, 500) == 0)
+                {
+                    break;
+                }
+            }
+
+            // The FIFO (1 MiB) and the two chunks the shim may hold (1 MiB each), with room for a page's rounding.
+            Assert.InRange(sent.Count, 1 << 20, (3 << 20) + (64 * 1024));
+            guest.Gate.SetResult();
+        }
+        finally
+        {
+            _ = close(fd);
+        }
+
+        Assert.Equal(sent.ToArray(), await guest.Closed.Task.WaitAsync(Timeout));
+    }
+
     private static byte[] Pattern(int length) => Enumerable.Range(0, length).Select(i => (byte)((i * 31) + (i >> 8))).ToArray();
 
     private static StdioForwarder Forwarder(string stdin, RecordingGuest guest, TimeSpan grace, ILogger? logger = null) =>
@@ -103,10 +168,35 @@ public sealed class StdioForwarderTests : IDisposable
         return path;
     }
 
+    private const int O_WRONLY = 1;
+    private const int O_NONBLOCK = 0x800;
+    private const int EAGAIN = 11;
+    private const short POLLOUT = 4;
+
+#pragma warning disable SYSLIB1054, CA2101 // test helpers: plain DllImports are enough
     [DllImport("libc", SetLastError = true)]
-#pragma warning disable SYSLIB1054, CA2101 // a test helper: a plain DllImport is enough
     private static extern int mkfifo([MarshalAs(UnmanagedType.LPUTF8Str)] string path, uint mode);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int open([MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern nint write(int fd, byte[] buffer, nint count);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int poll(ref PollFd fds, nuint count, int timeout);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int close(int fd);
 #pragma warning restore SYSLIB1054, CA2101
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short Revents;
+    }
 
     /// <summary>A guest process's stdin: records what it is given, in order, and when it is closed.</summary>
     private sealed class RecordingGuest : IGuestStdio

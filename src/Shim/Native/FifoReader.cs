@@ -18,6 +18,10 @@ internal sealed partial class FifoReader : IDisposable
     private const short POLLERR = 0x8;
     private const int EAGAIN = 11;
     private const int EINTR = 4;
+    private const int F_SETPIPE_SZ = 1031;
+
+    /// <summary>What containerd's stdio FIFOs are grown to: the default pipe-max-size.</summary>
+    public const int PipeSize = 1 << 20;
 
     private readonly int _fd;
     private readonly int[] _wake = new int[2];
@@ -38,10 +42,57 @@ internal sealed partial class FifoReader : IDisposable
             Close(_fd);
             throw new IOException($"pipe2: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
         }
+
+        TryEnlarge(_fd);
+    }
+
+    /// <summary>
+    /// Grows the pipe behind a FIFO fd to <see cref="PipeSize"/>, so the client and the copy loop wake each other
+    /// less often; a FIFO that cannot grow keeps working as it is.
+    /// </summary>
+    public static void TryEnlarge(int fd) => _ = Fcntl(fd, F_SETPIPE_SZ, PipeSize);
+
+    /// <summary>
+    /// Blocks until data, then returns as much as the FIFO holds up to the buffer's size; 0 at end of stream or
+    /// after Dispose.
+    /// </summary>
+    public int Read(Span<byte> buffer)
+    {
+        var total = ReadSome(buffer);
+        while (total > 0 && total < buffer.Length)
+        {
+            var n = ReadNow(buffer[total..]);
+            if (n <= 0)
+            {
+                break;
+            }
+
+            total += n;
+        }
+
+        return total;
+    }
+
+    /// <summary>One read that does not wait: bytes read, or 0 when there are none right now (or an error).</summary>
+    private unsafe int ReadNow(Span<byte> buffer)
+    {
+        while (true)
+        {
+            nint n;
+            fixed (byte* b = buffer)
+            {
+                n = ReadNative(_fd, b, (nuint)buffer.Length);
+            }
+
+            if (n >= 0 || Marshal.GetLastPInvokeError() != EINTR)
+            {
+                return (int)Math.Max(n, 0);
+            }
+        }
     }
 
     /// <summary>Blocks until data (returns its length), end of stream (0), or Dispose (0).</summary>
-    public unsafe int Read(Span<byte> buffer)
+    private unsafe int ReadSome(Span<byte> buffer)
     {
         Span<PollFd> fds = stackalloc PollFd[2];
         while (Volatile.Read(ref _disposed) == 0)
@@ -180,6 +231,9 @@ internal sealed partial class FifoReader : IDisposable
 
     [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
     private static unsafe partial nint WriteNative(int fd, byte* buffer, nuint count);
+
+    [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
+    private static partial int Fcntl(int fd, int cmd, int arg);
 
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     private static partial int Close(int fd);

@@ -13,6 +13,11 @@ public sealed partial class StdioForwarder : IAsyncDisposable
     /// <summary>How long a client that asked for CloseIO(stdin) may keep the stdin FIFO open.</summary>
     public static readonly TimeSpan DefaultStdinCloseGrace = TimeSpan.FromSeconds(2);
 
+    /// <summary>Most stdin sent per WriteStdin: whatever the FIFO holds, up to this.</summary>
+    private const int StdinChunk = 1 << 20;
+
+    private const int StdinFirstChunk = 64 * 1024;
+
     private readonly StdioConfig _config;
     private readonly IGuestStdio _guest;
     private readonly ILogger _logger;
@@ -130,8 +135,9 @@ public sealed partial class StdioForwarder : IAsyncDisposable
         try
         {
             // O_RDWR never blocks in open and never fails with EPIPE when the client goes away.
-            fifo = new FileStream(
-                File.OpenHandle(FifoPath(path), FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite), FileAccess.Write, 0);
+            var handle = File.OpenHandle(FifoPath(path), FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
+            FifoReader.TryEnlarge((int)handle.DangerousGetHandle());
+            fifo = new FileStream(handle, FileAccess.Write, 0);
             while (true)
             {
                 var data = await read(_stop.Token);
@@ -174,24 +180,44 @@ public sealed partial class StdioForwarder : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Copies the stdin FIFO to the guest, one chunk in flight while the next is read. A chunk is sent only once the
+    /// one before it was delivered: the order holds, and a process that does not read its stdin stops the copy
+    /// with at most two chunks held here (the client then blocks on the full FIFO).
+    /// </summary>
     private void CopyIn()
     {
         var reader = _stdinReader!;
-        var buffer = new byte[64 * 1024];
+        // Small while the client types, grown once it streams: an idle process does not hold MiBs here.
+        byte[][] buffers = [new byte[StdinFirstChunk], new byte[StdinFirstChunk]];
+        var current = 0;
+        var inFlight = Task.CompletedTask;
+        var streaming = false;
         try
         {
             try
             {
                 while (true)
                 {
-                    var n = reader.Read(buffer);
+                    if (streaming && buffers[current].Length < StdinChunk)
+                    {
+                        buffers[current] = new byte[Math.Min(buffers[current].Length * 4, StdinChunk)];
+                    }
+
+                    var n = reader.Read(buffers[current]);
                     if (n == 0)
                     {
                         break;
                     }
 
-                    _guest.WriteStdinAsync(buffer.AsMemory(0, n), _stop.Token).GetAwaiter().GetResult();
+                    streaming = n == buffers[current].Length;
+
+                    inFlight.GetAwaiter().GetResult();
+                    inFlight = _guest.WriteStdinAsync(buffers[current].AsMemory(0, n), _stop.Token);
+                    current ^= 1;
                 }
+
+                inFlight.GetAwaiter().GetResult();
             }
             finally
             {
@@ -206,7 +232,9 @@ public sealed partial class StdioForwarder : IAsyncDisposable
         catch (Exception e)
         {
             LogCopyFailed(_logger, _name, "stdin", e.Message);
-            // Whatever went wrong, no more stdin will come: the process must not wait for it forever.
+            // Whatever went wrong, no more stdin will come: the process must not wait for it forever. The close
+            // goes after the write still in flight, whatever became of it.
+            inFlight.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing).GetAwaiter().GetResult();
             CloseGuestStdin();
         }
         finally
