@@ -273,11 +273,10 @@ internal sealed class ServerConnection
         try
         {
             Status status;
-            ByteString payload = ByteString.Empty;
+            IMessage? response = null;
             try
             {
-                var response = await handler(request.Payload, context);
-                payload = response.ToByteString();
+                response = await handler(request.Payload, context);
                 status = OkStatus;
             }
             catch (Exception e)
@@ -295,7 +294,7 @@ internal sealed class ServerConnection
             }
 
             // ttrpc always sends a status, OK included (old clients insist on one).
-            answer = new Response { Status = status, Payload = payload }.ToByteArray();
+            answer = SerializeResponse(status, response);
             if (answer.Length > _server.MaxMessageSize)
             {
                 var message = StatusMapping.OversizedMessage(answer.Length, _server.MaxMessageSize);
@@ -322,6 +321,36 @@ internal sealed class ServerConnection
         {
             _writer.Complete();
         }
+    }
+
+    /// <summary>
+    /// The bytes of <c>new Response { Status = status, Payload = response.ToByteString() }</c>, with the answer
+    /// serialized once, straight into place: stdio answers carry up to a MiB, and every copy counts in a guest
+    /// without hardware virtualisation.
+    /// </summary>
+    internal static byte[] SerializeResponse(Status status, IMessage? response)
+    {
+        var statusSize = status.CalculateSize();
+        var payloadSize = response?.CalculateSize() ?? 0;
+        var size = 1 + CodedOutputStream.ComputeLengthSize(statusSize) + statusSize;
+        if (payloadSize > 0)
+        {
+            size += 1 + CodedOutputStream.ComputeLengthSize(payloadSize) + payloadSize;
+        }
+
+        var buffer = GC.AllocateUninitializedArray<byte>(size);
+        var output = new CodedOutputStream(buffer);
+        output.WriteTag(Response.StatusFieldNumber, WireFormat.WireType.LengthDelimited);
+        output.WriteMessage(status);
+        if (payloadSize > 0)
+        {
+            output.WriteTag(Response.PayloadFieldNumber, WireFormat.WireType.LengthDelimited);
+            output.WriteLength(payloadSize);
+            response!.WriteTo(output);
+        }
+
+        output.CheckNoSpaceLeft();
+        return buffer;
     }
 
     private void Reject(uint streamId, TtrpcStatusCode code, string message)

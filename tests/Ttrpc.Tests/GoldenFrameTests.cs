@@ -1,3 +1,4 @@
+using Google.Protobuf;
 using ShimV2.Ttrpc.Tests.Protos;
 using Xunit.Abstractions;
 
@@ -163,5 +164,21 @@ public sealed class GoldenFrameTests(ITestOutputHelper output)
         var error = await Assert.ThrowsAsync<TtrpcException>(() => call.Within());
         Assert.Equal(TtrpcStatusCode.Unknown, error.Code);
         Assert.Equal("x", error.Message);
+    }
+
+    [Theory]
+    [InlineData(0, 0)]
+    [InlineData(0, 1)]
+    [InlineData(0, 200)]
+    [InlineData(0, 1 << 20)]
+    [InlineData(5, 0)]
+    public void Server_answers_are_the_protobuf_envelope_byte_for_byte(int code, int blob)
+    {
+        var status = new Google.Rpc.Status { Code = code, Message = code == 0 ? "" : "failed" };
+        var response = new EchoResponse { Text = blob > 0 ? "t" : "", Blob = ByteString.CopyFrom(new byte[blob]) };
+        var expected = new Wire.Response { Status = status, Payload = response.ToByteString() }.ToByteArray();
+
+        Assert.Equal(expected, ServerConnection.SerializeResponse(status, response));
+        Assert.Equal(new Wire.Response { Status = status }.ToByteArray(), ServerConnection.SerializeResponse(status, null));
     }
 }

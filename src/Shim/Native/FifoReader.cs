@@ -5,7 +5,8 @@ namespace ShimV2.Shim.Native;
 /// <summary>
 /// Reads a FIFO without ever blocking in open(2) or read(2), so teardown can always stop it: the FIFO is opened
 /// O_NONBLOCK and waited on with poll(2) next to a wake pipe. End of stream is reported only after a writer
-/// came and went (Linux reports POLLHUP only then), matching containerd's fifo package.
+/// came and went (Linux reports POLLHUP only then), matching containerd's fifo package. <see cref="Drain"/>
+/// ends the stream early for a writer that never goes away, without losing what it already wrote.
 /// </summary>
 internal sealed partial class FifoReader : IDisposable
 {
@@ -17,11 +18,16 @@ internal sealed partial class FifoReader : IDisposable
     private const short POLLERR = 0x8;
     private const int EAGAIN = 11;
     private const int EINTR = 4;
+    private const int F_SETPIPE_SZ = 1031;
+
+    /// <summary>What containerd's stdio FIFOs are grown to: the default pipe-max-size.</summary>
+    public const int PipeSize = 1 << 20;
 
     private readonly int _fd;
     private readonly int[] _wake = new int[2];
     private int _disposed;
     private bool _woken;
+    private bool _draining;
 
     public FifoReader(string path)
     {
@@ -36,10 +42,57 @@ internal sealed partial class FifoReader : IDisposable
             Close(_fd);
             throw new IOException($"pipe2: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
         }
+
+        TryEnlarge(_fd);
+    }
+
+    /// <summary>
+    /// Grows the pipe behind a FIFO fd to <see cref="PipeSize"/>, so the client and the copy loop wake each other
+    /// less often; a FIFO that cannot grow keeps working as it is.
+    /// </summary>
+    public static void TryEnlarge(int fd) => _ = Fcntl(fd, F_SETPIPE_SZ, PipeSize);
+
+    /// <summary>
+    /// Blocks until data, then returns as much as the FIFO holds up to the buffer's size; 0 at end of stream or
+    /// after Dispose.
+    /// </summary>
+    public int Read(Span<byte> buffer)
+    {
+        var total = ReadSome(buffer);
+        while (total > 0 && total < buffer.Length)
+        {
+            var n = ReadNow(buffer[total..]);
+            if (n <= 0)
+            {
+                break;
+            }
+
+            total += n;
+        }
+
+        return total;
+    }
+
+    /// <summary>One read that does not wait: bytes read, or 0 when there are none right now (or an error).</summary>
+    private unsafe int ReadNow(Span<byte> buffer)
+    {
+        while (true)
+        {
+            nint n;
+            fixed (byte* b = buffer)
+            {
+                n = ReadNative(_fd, b, (nuint)buffer.Length);
+            }
+
+            if (n >= 0 || Marshal.GetLastPInvokeError() != EINTR)
+            {
+                return (int)Math.Max(n, 0);
+            }
+        }
     }
 
     /// <summary>Blocks until data (returns its length), end of stream (0), or Dispose (0).</summary>
-    public unsafe int Read(Span<byte> buffer)
+    private unsafe int ReadSome(Span<byte> buffer)
     {
         Span<PollFd> fds = stackalloc PollFd[2];
         while (Volatile.Read(ref _disposed) == 0)
@@ -62,12 +115,14 @@ internal sealed partial class FifoReader : IDisposable
                 throw new IOException($"poll: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
             }
 
-            if (fds[1].Revents != 0 || Volatile.Read(ref _woken))
+            if (Volatile.Read(ref _woken))
             {
                 return 0;
             }
 
-            if ((fds[0].Revents & (POLLIN | POLLHUP | POLLERR)) == 0)
+            // The wake pipe is never emptied: once draining, every later poll returns at once.
+            var draining = fds[1].Revents != 0;
+            if (!draining && (fds[0].Revents & (POLLIN | POLLHUP | POLLERR)) == 0)
             {
                 continue;
             }
@@ -83,7 +138,7 @@ internal sealed partial class FifoReader : IDisposable
                 return (int)n;
             }
 
-            if (n == 0 && (fds[0].Revents & POLLHUP) != 0)
+            if (n == 0 && (draining || (fds[0].Revents & POLLHUP) != 0))
             {
                 return 0;
             }
@@ -93,21 +148,41 @@ internal sealed partial class FifoReader : IDisposable
             {
                 throw new IOException($"read: {Marshal.GetPInvokeErrorMessage(errno)}");
             }
+
+            if (draining && errno == EAGAIN)
+            {
+                return 0;
+            }
         }
 
         return 0;
     }
 
     /// <summary>Makes a blocked or later Read return 0; safe from any thread, before or after Dispose.</summary>
-    public unsafe void Wake()
+    public void Wake()
     {
         lock (_wake)
         {
             if (_disposed == 0 && !_woken)
             {
                 _woken = true;
-                byte one = 1;
-                _ = WriteNative(_wake[1], &one, 1);
+                Signal();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Makes Read stop waiting for data: it returns what the FIFO holds now, then 0 once it is empty, even while a
+    /// writer keeps it open. Safe from any thread, before or after Dispose.
+    /// </summary>
+    public void Drain()
+    {
+        lock (_wake)
+        {
+            if (_disposed == 0 && !_woken && !_draining)
+            {
+                _draining = true;
+                Signal();
             }
         }
     }
@@ -126,6 +201,12 @@ internal sealed partial class FifoReader : IDisposable
             Close(_wake[0]);
             Close(_wake[1]);
         }
+    }
+
+    private unsafe void Signal()
+    {
+        byte one = 1;
+        _ = WriteNative(_wake[1], &one, 1);
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -150,6 +231,9 @@ internal sealed partial class FifoReader : IDisposable
 
     [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
     private static unsafe partial nint WriteNative(int fd, byte* buffer, nuint count);
+
+    [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
+    private static partial int Fcntl(int fd, int cmd, int arg);
 
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     private static partial int Close(int fd);

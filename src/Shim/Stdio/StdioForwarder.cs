@@ -10,22 +10,35 @@ namespace ShimV2.Shim.Stdio;
 /// </summary>
 public sealed partial class StdioForwarder : IAsyncDisposable
 {
+    /// <summary>How long a client that asked for CloseIO(stdin) may keep the stdin FIFO open.</summary>
+    public static readonly TimeSpan DefaultStdinCloseGrace = TimeSpan.FromSeconds(2);
+
+    /// <summary>Most stdin sent per WriteStdin: whatever the FIFO holds, up to this.</summary>
+    private const int StdinChunk = 1 << 20;
+
+    private const int StdinFirstChunk = 64 * 1024;
+
     private readonly StdioConfig _config;
     private readonly IGuestStdio _guest;
     private readonly ILogger _logger;
     private readonly string _name;
+    private readonly TimeSpan _stdinCloseGrace;
     private readonly CancellationTokenSource _stop = new();
     private readonly TaskCompletionSource _stdinDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private FifoReader? _stdinReader;
     private Task _output = Task.CompletedTask;
     private int _stdinClosed;
+    private readonly Lock _drainLock = new();
+    private int _closeRequested;
+    private bool _drainRequested;
 
-    public StdioForwarder(StdioConfig config, IGuestStdio guest, ILogger logger, string name)
+    public StdioForwarder(StdioConfig config, IGuestStdio guest, ILogger logger, string name, TimeSpan? stdinCloseGrace = null)
     {
         _config = config;
         _guest = guest;
         _logger = logger;
         _name = name;
+        _stdinCloseGrace = stdinCloseGrace ?? DefaultStdinCloseGrace;
         if (!config.HasStdin)
         {
             _stdinDone.TrySetResult();
@@ -52,29 +65,39 @@ public sealed partial class StdioForwarder : IAsyncDisposable
         _output = Task.WhenAll(copies);
         if (_config.HasStdin)
         {
-            _stdinReader = new FifoReader(FifoPath(_config.Stdin));
+            lock (_drainLock)
+            {
+                _stdinReader = new FifoReader(FifoPath(_config.Stdin));
+                if (_drainRequested)
+                {
+                    _stdinReader.Drain();
+                }
+            }
+
             var thread = new Thread(CopyIn) { IsBackground = true, Name = $"stdin {_name}" };
             thread.Start();
         }
     }
 
     /// <summary>
-    /// CloseIO(stdin): the guest's stdin closes only after everything written to the FIFO was delivered. The
-    /// client closes its end first; a client that keeps it open gets its stdin closed after a grace period.
+    /// CloseIO(stdin). Returns at once: clients such as `ctr` close their end of the FIFO only after CloseIO
+    /// answered. The copy loop closes the guest's stdin when it reaches the FIFO's end, after delivering all it
+    /// read; a client that keeps the FIFO open gets, after a grace period, what it wrote delivered and then its
+    /// stdin closed. A process without stdin has it closed now.
     /// </summary>
-    public async Task CloseStdinAsync(CancellationToken cancellationToken)
+    public Task CloseStdinAsync(CancellationToken cancellationToken)
     {
-        try
+        if (!_config.HasStdin)
         {
-            await _stdinDone.Task.WaitAsync(TimeSpan.FromSeconds(2), cancellationToken);
-        }
-        catch (TimeoutException)
-        {
-            _stdinReader?.Wake();
-            await _stdinDone.Task.WaitAsync(cancellationToken);
+            return CloseGuestStdinAsync(cancellationToken);
         }
 
-        await CloseGuestStdinAsync(cancellationToken);
+        if (Interlocked.Exchange(ref _closeRequested, 1) == 0)
+        {
+            _ = DrainStdinAfterGraceAsync();
+        }
+
+        return Task.CompletedTask;
     }
 
     public async ValueTask DisposeAsync()
@@ -86,14 +109,35 @@ public sealed partial class StdioForwarder : IAsyncDisposable
         _stop.Dispose();
     }
 
+    private async Task DrainStdinAfterGraceAsync()
+    {
+        try
+        {
+            await _stdinDone.Task.WaitAsync(_stdinCloseGrace, _stop.Token);
+        }
+        catch (TimeoutException)
+        {
+            LogStdinHeldOpen(_logger, _name, _stdinCloseGrace.TotalSeconds);
+            lock (_drainLock)
+            {
+                _drainRequested = true;
+                _stdinReader?.Drain();
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
     private async Task CopyOutAsync(string path, Func<CancellationToken, Task<ReadOnlyMemory<byte>>> read, string stream)
     {
         FileStream? fifo = null;
         try
         {
             // O_RDWR never blocks in open and never fails with EPIPE when the client goes away.
-            fifo = new FileStream(
-                File.OpenHandle(FifoPath(path), FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite), FileAccess.Write, 0);
+            var handle = File.OpenHandle(FifoPath(path), FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
+            FifoReader.TryEnlarge((int)handle.DangerousGetHandle());
+            fifo = new FileStream(handle, FileAccess.Write, 0);
             while (true)
             {
                 var data = await read(_stop.Token);
@@ -136,39 +180,87 @@ public sealed partial class StdioForwarder : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Copies the stdin FIFO to the guest, one chunk in flight while the next is read. A chunk is sent only once the
+    /// one before it was delivered: the order holds, and a process that does not read its stdin stops the copy
+    /// with at most two chunks held here (the client then blocks on the full FIFO).
+    /// </summary>
     private void CopyIn()
     {
         var reader = _stdinReader!;
-        var buffer = new byte[64 * 1024];
+        // Small while the client types, grown once it streams: an idle process does not hold MiBs here.
+        byte[][] buffers = [new byte[StdinFirstChunk], new byte[StdinFirstChunk]];
+        var current = 0;
+        var inFlight = Task.CompletedTask;
+        var streaming = false;
         try
         {
-            while (true)
+            try
             {
-                var n = reader.Read(buffer);
-                if (n == 0)
+                while (true)
                 {
-                    break;
+                    if (streaming && buffers[current].Length < StdinChunk)
+                    {
+                        buffers[current] = new byte[Math.Min(buffers[current].Length * 4, StdinChunk)];
+                    }
+
+                    var n = reader.Read(buffers[current]);
+                    if (n == 0)
+                    {
+                        break;
+                    }
+
+                    streaming = n == buffers[current].Length;
+
+                    inFlight.GetAwaiter().GetResult();
+                    inFlight = _guest.WriteStdinAsync(buffers[current].AsMemory(0, n), _stop.Token);
+                    current ^= 1;
                 }
 
-                _guest.WriteStdinAsync(buffer.AsMemory(0, n), _stop.Token).GetAwaiter().GetResult();
+                inFlight.GetAwaiter().GetResult();
+            }
+            finally
+            {
+                reader.Dispose();
             }
 
-            if (!_stop.IsCancellationRequested)
-            {
-                CloseGuestStdinAsync(_stop.Token).GetAwaiter().GetResult();
-            }
+            CloseGuestStdin();
         }
-        catch (OperationCanceledException)
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
         {
         }
         catch (Exception e)
         {
             LogCopyFailed(_logger, _name, "stdin", e.Message);
+            // Whatever went wrong, no more stdin will come: the process must not wait for it forever. The close
+            // goes after the write still in flight, whatever became of it.
+            inFlight.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing).GetAwaiter().GetResult();
+            CloseGuestStdin();
         }
         finally
         {
-            reader.Dispose();
             _stdinDone.TrySetResult();
+        }
+    }
+
+    /// <summary>From the copy thread; never throws. Nothing to close at teardown: the process is going away.</summary>
+    private void CloseGuestStdin()
+    {
+        if (_stop.IsCancellationRequested)
+        {
+            return;
+        }
+
+        try
+        {
+            CloseGuestStdinAsync(_stop.Token).GetAwaiter().GetResult();
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+        }
+        catch (Exception e)
+        {
+            LogCopyFailed(_logger, _name, "stdin close", e.Message);
         }
     }
 
@@ -182,6 +274,9 @@ public sealed partial class StdioForwarder : IAsyncDisposable
 
     private static string FifoPath(string path) =>
         path.StartsWith("file://", StringComparison.Ordinal) ? new Uri(path).LocalPath : path;
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "{Process}: stdin FIFO still open {Seconds} s after CloseIO: closing the process's stdin after what was written")]
+    private static partial void LogStdinHeldOpen(ILogger logger, string process, double seconds);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Process}: {Stream} copy stopped: {Reason}")]
     private static partial void LogCopyFailed(ILogger logger, string process, string stream, string reason);

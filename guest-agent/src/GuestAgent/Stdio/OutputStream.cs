@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using ShimV2.GuestAgent.Native;
 
 namespace ShimV2.GuestAgent.Stdio;
@@ -9,9 +10,35 @@ namespace ShimV2.GuestAgent.Stdio;
 /// After the process exits, a pipe still held open by a background descendant is given up after a quiet
 /// grace period, so an exited process's output always ends.
 /// </summary>
+/// <remarks>
+/// Every host request and every wake-up costs the guest far more than the bytes it moves (under TCG a round
+/// trip is milliseconds of guest CPU), so output travels in as few, large pieces as latency allows:
+/// while the process runs the pipe is read only when a reader waits on an empty buffer, and the pipe, enlarged
+/// by <see cref="ProcessStdio"/>, buffers in between; each read takes all the pipe holds into an array of its
+/// own, which a reader usually gets whole, uncopied; and output that streams in small writes is given a
+/// moment to gather before a read, while output after a pause goes out at once. Once the process has exited
+/// the pipe is drained eagerly into the buffer, as WaitProcess waits for that.
+/// </remarks>
 internal sealed class OutputStream : IDisposable
 {
     public const int DefaultCapacity = 2 << 20;
+
+    /// <summary>Largest single read from the pipe: what an enlarged pipe holds.</summary>
+    private const int MaxRead = 1 << 20;
+
+    /// <summary>Smallest read: what FIONREAD reports can lag behind a pty's input.</summary>
+    private const int MinRead = 4096;
+
+    /// <summary>A buffered array at least this big is handed out whole rather than merged with the next.</summary>
+    private const int HandOutWhole = 64 * 1024;
+
+    /// <summary>Streaming output with less than this in the pipe waits <see cref="CoalesceDelay"/> before a read.</summary>
+    private const int CoalesceBelow = 64 * 1024;
+
+    /// <summary>Output counts as streaming when the previous read was at most this long ago.</summary>
+    private static readonly TimeSpan StreamingWindow = TimeSpan.FromMilliseconds(10);
+
+    private static readonly TimeSpan CoalesceDelay = TimeSpan.FromMilliseconds(2);
 
     private readonly SafeFd _fd;
     private readonly SafeFd _control;
@@ -24,6 +51,7 @@ internal sealed class OutputStream : IDisposable
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _headOffset;
     private int _count;
+    private int _waiting;
     private bool _done;
     private bool _exited;
     private bool _cancelled;
@@ -71,6 +99,7 @@ internal sealed class OutputStream : IDisposable
         lock (_lock)
         {
             _exited = true;
+            Monitor.PulseAll(_lock);
             SignalChanged();
         }
 
@@ -109,9 +138,24 @@ internal sealed class OutputStream : IDisposable
                 }
 
                 wait = _changed.Task;
+                if (_waiting++ == 0)
+                {
+                    // The pump may be parked until someone wants data.
+                    Monitor.PulseAll(_lock);
+                }
             }
 
-            await wait.WaitAsync(ct);
+            try
+            {
+                await wait.WaitAsync(ct);
+            }
+            finally
+            {
+                lock (_lock)
+                {
+                    _waiting--;
+                }
+            }
         }
     }
 
@@ -125,24 +169,33 @@ internal sealed class OutputStream : IDisposable
 
     private byte[] Take(int max)
     {
-        var n = Math.Min(max, _count);
-        var result = new byte[n];
-        var copied = 0;
-        while (copied < n)
+        var first = _chunks.Peek();
+        byte[] result;
+        if (_headOffset == 0 && first.Length <= max && (_chunks.Count == 1 || first.Length >= HandOutWhole))
         {
-            var head = _chunks.Peek();
-            var take = Math.Min(n - copied, head.Length - _headOffset);
-            Buffer.BlockCopy(head, _headOffset, result, copied, take);
-            copied += take;
-            _headOffset += take;
-            if (_headOffset == head.Length)
+            _chunks.Dequeue();
+            result = first;
+        }
+        else
+        {
+            result = new byte[Math.Min(max, _count)];
+            var copied = 0;
+            while (copied < result.Length)
             {
-                _chunks.Dequeue();
-                _headOffset = 0;
+                var head = _chunks.Peek();
+                var take = Math.Min(result.Length - copied, head.Length - _headOffset);
+                Buffer.BlockCopy(head, _headOffset, result, copied, take);
+                copied += take;
+                _headOffset += take;
+                if (_headOffset == head.Length)
+                {
+                    _chunks.Dequeue();
+                    _headOffset = 0;
+                }
             }
         }
 
-        _count -= n;
+        _count -= result.Length;
         Monitor.PulseAll(_lock);
         return result;
     }
@@ -163,6 +216,12 @@ internal sealed class OutputStream : IDisposable
         });
     }
 
+    private static unsafe int Available(int fd)
+    {
+        var available = 0;
+        return Libc.ioctl(fd, PipeFds.FIONREAD, &available) == 0 ? available : 0;
+    }
+
     private unsafe void Pump()
     {
         var fdAdded = false;
@@ -173,14 +232,15 @@ internal sealed class OutputStream : IDisposable
             _control.DangerousAddRef(ref controlAdded);
             var fd = _fd.Fd;
             var control = _control.Fd;
-            var buffer = new byte[64 * 1024];
             var exitSeen = false;
+            var lastRead = 0L;
             var fds = stackalloc Libc.PollFd[2];
             while (true)
             {
+                int room;
                 lock (_lock)
                 {
-                    while (_count >= _capacity && !_cancelled)
+                    while (!_cancelled && (_count >= _capacity || (!_exited && _waiting == 0)))
                     {
                         Monitor.Wait(_lock);
                     }
@@ -191,6 +251,7 @@ internal sealed class OutputStream : IDisposable
                     }
 
                     exitSeen = _exited;
+                    room = _capacity - _count;
                 }
 
                 fds[0] = new Libc.PollFd { Fd = fd, Events = Libc.POLLIN };
@@ -223,7 +284,19 @@ internal sealed class OutputStream : IDisposable
                     continue;
                 }
 
-                var n = Libc.Read(fd, buffer);
+                var available = Available(fd);
+                if (!exitSeen && available < CoalesceBelow && (fds[0].Revents & Libc.POLLHUP) == 0
+                    && Stopwatch.GetElapsedTime(lastRead) < StreamingWindow)
+                {
+                    // Output is streaming in small writes: let the writer go on a moment and take more in one read,
+                    // rather than one host round trip per write (each costs the guest far more than the bytes).
+                    // Output after a pause goes out at once.
+                    Thread.Sleep(CoalesceDelay);
+                    available = Available(fd);
+                }
+
+                var chunk = GC.AllocateUninitializedArray<byte>(Math.Min(Math.Max(available, MinRead), Math.Min(room, MaxRead)));
+                var n = Libc.Read(fd, chunk);
                 if (n == -Libc.EAGAIN)
                 {
                     continue;
@@ -235,7 +308,12 @@ internal sealed class OutputStream : IDisposable
                     return;
                 }
 
-                var chunk = buffer.AsSpan(0, n).ToArray();
+                if (n < chunk.Length)
+                {
+                    chunk = chunk.AsSpan(0, n).ToArray();
+                }
+
+                lastRead = Stopwatch.GetTimestamp();
                 lock (_lock)
                 {
                     _chunks.Enqueue(chunk);

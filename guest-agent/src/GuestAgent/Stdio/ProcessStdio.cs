@@ -145,6 +145,7 @@ internal sealed class ProcessStdio : IDisposable
             if (stdin)
             {
                 var (r, w) = Libc.Pipe();
+                PipeFds.TryEnlarge(w);
                 stdio._childStdin = r;
                 stdio.Stdin = new StdinWriter(new SafeFd(w), closeOnClose: true);
             }
@@ -156,6 +157,7 @@ internal sealed class ProcessStdio : IDisposable
             if (stdout)
             {
                 var (r, w) = Libc.Pipe();
+                PipeFds.TryEnlarge(r);
                 stdio._childStdout = w;
                 stdio.Stdout = new OutputStream(new SafeFd(r), "stdout", capacity);
             }
@@ -167,6 +169,7 @@ internal sealed class ProcessStdio : IDisposable
             if (stderr)
             {
                 var (r, w) = Libc.Pipe();
+                PipeFds.TryEnlarge(r);
                 stdio._childStderr = w;
                 stdio.Stderr = new OutputStream(new SafeFd(r), "stderr", capacity);
             }

@@ -144,7 +144,8 @@ internal sealed partial class AgentTransport
     /// </summary>
     private async Task ServePortAsync(TtrpcServer server, string path, CancellationToken stop)
     {
-        var fd = Libc.open(path, Libc.O_RDWR | Libc.O_CLOEXEC | Libc.O_NOCTTY, 0);
+        // Non-blocking: FdStream reads whatever the port holds without a thread hop (see there).
+        var fd = Libc.open(path, Libc.O_RDWR | Libc.O_CLOEXEC | Libc.O_NOCTTY | Libc.O_NONBLOCK, 0);
         if (fd < 0)
         {
             var errno = Libc.Errno;

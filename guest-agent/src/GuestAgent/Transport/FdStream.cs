@@ -8,17 +8,25 @@ namespace ShimV2.GuestAgent.Transport;
 /// end of stream. Reads and writes may run concurrently (one of each). Once disposed, the stream neither reads
 /// nor writes, even when the fd stays open for the next connection (<c>ownsFd: false</c>).
 /// </summary>
+/// <remarks>
+/// The fd must be non-blocking. A virtio-serial read returns at most one 4 KiB port buffer, so a read takes
+/// everything the port holds, one read(2) after another, and does so on the caller's thread when anything is
+/// there: only a read that has to wait goes to the thread pool. Payload bytes are read straight into the
+/// caller's buffer when the frame splitter has nothing buffered ahead of them.
+/// </remarks>
 internal sealed unsafe class FdStream : Stream
 {
+    /// <summary>What one framed read asks the port for.</summary>
+    private const int ChunkSize = 256 * 1024;
+
     private readonly SafeFd _fd;
     private readonly bool _ownsFd;
     private readonly SafeFd _wake;
     private readonly FrameSplitter? _frames;
-    private readonly byte[]? _chunk;
     private int _disposed;
     private volatile bool _writesClosed;
 
-    /// <param name="fd">The port.</param>
+    /// <param name="fd">The port, opened O_NONBLOCK.</param>
     /// <param name="ownsFd">Close the fd at dispose.</param>
     /// <param name="frames">
     /// Follows the TTRPC frames read: when a new client starts (see <see cref="FrameSplitter"/>), reads end and
@@ -29,7 +37,6 @@ internal sealed unsafe class FdStream : Stream
         _fd = fd;
         _ownsFd = ownsFd;
         _frames = frames;
-        _chunk = frames == null ? null : new byte[64 * 1024];
         var wake = Libc.eventfd(0, Libc.EFD_CLOEXEC);
         if (wake < 0)
         {
@@ -61,71 +68,23 @@ internal sealed unsafe class FdStream : Stream
 
     public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
 
-    public override int Read(Span<byte> buffer)
-    {
-        if (buffer.IsEmpty)
-        {
-            return 0;
-        }
-
-        var added = false;
-        try
-        {
-            _fd.DangerousAddRef(ref added);
-        }
-        catch (ObjectDisposedException)
-        {
-            return 0;
-        }
-
-        try
-        {
-            if (_frames == null)
-            {
-                return ReadCore(_fd.Fd, buffer);
-            }
-
-            while (true)
-            {
-                var n = _frames.Take(buffer);
-                if (n > 0)
-                {
-                    return n;
-                }
-
-                if (_frames.NewClient)
-                {
-                    _writesClosed = true;
-                    return 0;
-                }
-
-                var read = ReadCore(_fd.Fd, _chunk);
-                if (read == 0)
-                {
-                    return 0;
-                }
-
-                _frames.Feed(_chunk.AsSpan(0, read));
-            }
-        }
-        finally
-        {
-            if (added)
-            {
-                _fd.DangerousRelease();
-            }
-        }
-    }
+    public override int Read(Span<byte> buffer) => Read(buffer, wait: true);
 
     public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        // The blocking read runs on a pool thread; cancellation and disposal wake it through the eventfd.
+        var now = Read(buffer.Span, wait: false);
+        if (now >= 0)
+        {
+            return new ValueTask<int>(now);
+        }
+
+        // Nothing there yet: the waiting read runs on a pool thread; cancellation and disposal wake it.
         return new ValueTask<int>(Task.Run(
             () =>
             {
                 using var registration = cancellationToken.Register(Wake);
-                var n = Read(buffer.Span);
+                var n = Read(buffer.Span, wait: true);
                 cancellationToken.ThrowIfCancellationRequested();
                 return n;
             },
@@ -200,24 +159,103 @@ internal sealed unsafe class FdStream : Stream
         base.Dispose(disposing);
     }
 
-    private static void WriteCore(int fd, byte* p, int length)
+    /// <summary>Bytes read (at least 1), 0 at end of stream, -1 when nothing is there and !wait.</summary>
+    private int Read(Span<byte> buffer, bool wait)
+    {
+        if (buffer.IsEmpty)
+        {
+            return 0;
+        }
+
+        var added = false;
+        try
+        {
+            _fd.DangerousAddRef(ref added);
+        }
+        catch (ObjectDisposedException)
+        {
+            return 0;
+        }
+
+        try
+        {
+            if (_frames == null)
+            {
+                return ReadCore(_fd.Fd, buffer, wait);
+            }
+
+            while (true)
+            {
+                var n = _frames.Take(buffer);
+                if (n > 0)
+                {
+                    return n;
+                }
+
+                if (_frames.NewClient)
+                {
+                    _writesClosed = true;
+                    return 0;
+                }
+
+                var direct = _frames.DirectPayload;
+                if (direct > 0)
+                {
+                    n = ReadCore(_fd.Fd, buffer[..Math.Min(direct, buffer.Length)], wait);
+                    if (n > 0)
+                    {
+                        _frames.ConsumedDirect(n);
+                    }
+
+                    return n;
+                }
+
+                var read = ReadCore(_fd.Fd, _frames.FeedBuffer(ChunkSize)[..ChunkSize], wait);
+                if (read <= 0)
+                {
+                    return read;
+                }
+
+                _frames.Advance(read);
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                _fd.DangerousRelease();
+            }
+        }
+    }
+
+    private void WriteCore(int fd, byte* p, int length)
     {
         var offset = 0;
         while (offset < length)
         {
             var n = Libc.write(fd, p + offset, length - offset);
-            if (n < 0)
+            if (n >= 0)
             {
-                var errno = Libc.Errno;
-                if (errno == Libc.EINTR)
-                {
-                    continue;
-                }
+                offset += (int)n;
+                continue;
+            }
 
+            var errno = Libc.Errno;
+            if (errno == Libc.EINTR)
+            {
+                continue;
+            }
+
+            if (errno != Libc.EAGAIN)
+            {
                 throw new IOException($"write to the host channel: {Libc.StrError(errno)}", errno);
             }
 
-            offset += (int)n;
+            // The host is not taking data as fast: wait until the port has room (or goes away).
+            if ((WaitFor(fd, Libc.POLLOUT) & Libc.POLLOUT) == 0)
+            {
+                throw new IOException("the host channel is closed");
+            }
         }
     }
 
@@ -230,14 +268,55 @@ internal sealed unsafe class FdStream : Stream
         });
     }
 
-    private int ReadCore(int fd, Span<byte> buffer)
+    /// <summary>
+    /// Reads what the port holds, up to the buffer's size. Bytes read (at least 1), 0 at end of stream, -1 when
+    /// nothing is there and !wait; with wait, blocks in poll until something is.
+    /// </summary>
+    private int ReadCore(int fd, Span<byte> buffer, bool wait)
     {
-        var wakeFd = -1;
+        var total = 0;
+        while (total < buffer.Length)
+        {
+            var n = Libc.Read(fd, buffer[total..]);
+            if (n > 0)
+            {
+                total += n;
+                continue;
+            }
+
+            if (n == 0 || total > 0)
+            {
+                return total;
+            }
+
+            if (n != -Libc.EAGAIN)
+            {
+                throw new IOException($"read from the host channel: {Libc.StrError(-n)}", -n);
+            }
+
+            if (!wait)
+            {
+                return -1;
+            }
+
+            var revents = WaitFor(fd, Libc.POLLIN);
+            if (revents == 0)
+            {
+                // Disposed or cancelled: end of stream for this reader.
+                return 0;
+            }
+        }
+
+        return total;
+    }
+
+    /// <summary>poll() for events (hang-ups and errors always count); 0 when disposed or woken first.</summary>
+    private short WaitFor(int fd, short events)
+    {
         var wakeAdded = false;
         try
         {
             _wake.DangerousAddRef(ref wakeAdded);
-            wakeFd = _wake.Fd;
         }
         catch (ObjectDisposedException)
         {
@@ -254,8 +333,8 @@ internal sealed unsafe class FdStream : Stream
                     return 0;
                 }
 
-                fds[0] = new Libc.PollFd { Fd = fd, Events = Libc.POLLIN };
-                fds[1] = new Libc.PollFd { Fd = wakeFd, Events = Libc.POLLIN };
+                fds[0] = new Libc.PollFd { Fd = fd, Events = events };
+                fds[1] = new Libc.PollFd { Fd = _wake.Fd, Events = Libc.POLLIN };
                 var rc = Libc.poll(fds, 2, -1);
                 if (rc < 0)
                 {
@@ -270,27 +349,13 @@ internal sealed unsafe class FdStream : Stream
 
                 if ((fds[1].Revents & Libc.POLLIN) != 0)
                 {
-                    // Disposed or cancelled: end of stream for this reader.
                     return 0;
                 }
 
-                if (fds[0].Revents == 0)
+                if (fds[0].Revents != 0)
                 {
-                    continue;
+                    return fds[0].Revents;
                 }
-
-                var n = Libc.Read(fd, buffer);
-                if (n == -Libc.EAGAIN)
-                {
-                    continue;
-                }
-
-                if (n < 0)
-                {
-                    throw new IOException($"read from the host channel: {Libc.StrError(-n)}", -n);
-                }
-
-                return n;
             }
         }
         finally

@@ -38,22 +38,41 @@ internal sealed class FrameSplitter
     /// <summary>Whether bytes are buffered that <see cref="Take"/> may hand out without more input.</summary>
     public bool HasBuffered => _headerOut < HeaderSize || _rawEnd > _rawStart;
 
+    /// <summary>
+    /// Payload bytes of the current frame that may be read from the port straight into the reader's buffer:
+    /// nothing is buffered ahead of them, so they need no checking (0 when a header comes next).
+    /// </summary>
+    public int DirectPayload =>
+        !NewClient && _headerOut == HeaderSize && _rawStart == _rawEnd ? (int)Math.Min(_payloadLeft, int.MaxValue) : 0;
+
+    /// <summary>The reader read n of the <see cref="DirectPayload"/> bytes itself.</summary>
+    public void ConsumedDirect(int n) => _payloadLeft -= n;
+
     /// <summary>Adds bytes read from the port.</summary>
     public void Feed(ReadOnlySpan<byte> data)
     {
-        if (_rawEnd + data.Length > _raw.Length)
+        data.CopyTo(FeedBuffer(data.Length));
+        Advance(data.Length);
+    }
+
+    /// <summary>Room for at least size bytes of input, to read into before <see cref="Advance"/>.</summary>
+    public Span<byte> FeedBuffer(int size)
+    {
+        if (_rawEnd + size > _raw.Length)
         {
             var live = _rawEnd - _rawStart;
-            var bigger = live + data.Length > _raw.Length ? new byte[Math.Max(_raw.Length * 2, live + data.Length)] : _raw;
+            var bigger = live + size > _raw.Length ? new byte[Math.Max(_raw.Length * 2, live + size)] : _raw;
             Buffer.BlockCopy(_raw, _rawStart, bigger, 0, live);
             _raw = bigger;
             _rawStart = 0;
             _rawEnd = live;
         }
 
-        data.CopyTo(_raw.AsSpan(_rawEnd));
-        _rawEnd += data.Length;
+        return _raw.AsSpan(_rawEnd);
     }
+
+    /// <summary>n bytes were read into <see cref="FeedBuffer"/>.</summary>
+    public void Advance(int n) => _rawEnd += n;
 
     /// <summary>Copies checked bytes into destination; 0 when more input is needed or a new client began.</summary>
     public int Take(Span<byte> destination)
