@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Buffers.Binary;
 
 namespace ShimV2.Ttrpc;
@@ -34,7 +35,11 @@ internal readonly record struct FrameHeader(uint Length, uint StreamId, byte Typ
 }
 
 /// <summary>A received frame. <see cref="Oversized"/> frames had their payload drained and carry none.</summary>
-internal readonly record struct Frame(FrameHeader Header, byte[] Payload, bool Oversized);
+/// <param name="Payload">
+/// Its first <see cref="FrameHeader.Length"/> bytes are the payload. <paramref name="Pooled"/>: rented from
+/// <see cref="ArrayPool{T}.Shared"/>, to be returned by whoever consumes the frame.
+/// </param>
+internal readonly record struct Frame(FrameHeader Header, byte[] Payload, bool Oversized, bool Pooled = false);
 
 /// <summary>Reads frames from a stream, one at a time (the connection's single reader loop).</summary>
 internal sealed class FrameReader
@@ -42,14 +47,23 @@ internal sealed class FrameReader
     private const int DrainChunk = 64 * 1024;
     private readonly Stream _stream;
     private readonly int _maxPayload;
+    private readonly bool _pooled;
     private readonly byte[] _header = new byte[FrameHeader.Size];
     private byte[]? _drainBuffer;
 
-    public FrameReader(Stream stream, int maxPayload)
+    /// <param name="pooled">
+    /// Read payloads of at least <see cref="PoolFrom"/> bytes into arrays rented from the shared pool: a server's
+    /// large requests then reuse memory instead of touching fresh pages (expensive in an emulated guest).
+    /// </param>
+    public FrameReader(Stream stream, int maxPayload, bool pooled = false)
     {
         _stream = stream;
         _maxPayload = maxPayload;
+        _pooled = pooled;
     }
+
+    /// <summary>Smallest payload read into a pooled array.</summary>
+    public const int PoolFrom = 32 * 1024;
 
     /// <summary>
     /// Reads the next frame; null at a clean end of stream (between frames). A frame whose payload exceeds the
@@ -76,18 +90,34 @@ internal sealed class FrameReader
             return new Frame(header, [], Oversized: true);
         }
 
-        var payload = header.Length == 0 ? [] : new byte[header.Length];
-        if (payload.Length > 0)
+        var length = (int)header.Length;
+        var pooled = _pooled && length >= PoolFrom;
+        var payload = length == 0 ? [] : pooled ? ArrayPool<byte>.Shared.Rent(length) : GC.AllocateUninitializedArray<byte>(length);
+        if (length > 0)
         {
-            read = await _stream.ReadAtLeastAsync(payload, payload.Length, throwOnEndOfStream: false, cancellationToken);
-            if (read < payload.Length)
+            try
             {
+                read = await _stream.ReadAtLeastAsync(payload.AsMemory(0, length), length, throwOnEndOfStream: false, cancellationToken);
+            }
+            catch when (pooled)
+            {
+                ArrayPool<byte>.Shared.Return(payload);
+                throw;
+            }
+
+            if (read < length)
+            {
+                if (pooled)
+                {
+                    ArrayPool<byte>.Shared.Return(payload);
+                }
+
                 throw new EndOfStreamException(
-                    $"connection closed inside the payload of stream {header.StreamId} ({read} of {payload.Length} bytes)");
+                    $"connection closed inside the payload of stream {header.StreamId} ({read} of {length} bytes)");
             }
         }
 
-        return new Frame(header, payload, Oversized: false);
+        return new Frame(header, payload, Oversized: false, pooled);
     }
 
     private async ValueTask DrainAsync(uint length, CancellationToken cancellationToken)

@@ -4,7 +4,17 @@ using System.Threading.Channels;
 namespace ShimV2.Ttrpc;
 
 /// <summary>A frame queued for the connection's writer loop.</summary>
-internal readonly record struct OutgoingFrame(uint StreamId, FrameType Type, byte Flags, byte[] Payload);
+/// <param name="Payload">The payload; or, when <paramref name="Framed"/>, the whole frame: header room first.</param>
+/// <param name="Length">Payload bytes (when framed, after the header room).</param>
+/// <param name="Framed">The buffer starts with <see cref="FrameHeader.Size"/> bytes for the header.</param>
+/// <param name="Pooled">The buffer is rented from <see cref="ArrayPool{T}.Shared"/>; the writer returns it.</param>
+internal readonly record struct OutgoingFrame(uint StreamId, FrameType Type, byte Flags, byte[] Payload, int Length, bool Framed, bool Pooled)
+{
+    public OutgoingFrame(uint streamId, FrameType type, byte flags, byte[] payload)
+        : this(streamId, type, flags, payload, payload.Length, Framed: false, Pooled: false)
+    {
+    }
+}
 
 /// <summary>
 /// The single writer of a connection: frames are queued from any thread through a channel and written in order
@@ -33,8 +43,17 @@ internal sealed class FrameWriter
         {
             while (reader.TryRead(out var frame))
             {
-                var h = new FrameHeader((uint)frame.Payload.Length, frame.StreamId, (byte)frame.Type, frame.Flags);
-                if (frame.Payload.Length <= CoalesceLimit)
+                var h = new FrameHeader((uint)frame.Length, frame.StreamId, (byte)frame.Type, frame.Flags);
+                if (frame.Framed)
+                {
+                    h.Write(frame.Payload);
+                    await stream.WriteAsync(frame.Payload.AsMemory(0, FrameHeader.Size + frame.Length), cancellationToken);
+                    if (frame.Pooled)
+                    {
+                        ArrayPool<byte>.Shared.Return(frame.Payload);
+                    }
+                }
+                else if (frame.Payload.Length <= CoalesceLimit)
                 {
                     var size = FrameHeader.Size + frame.Payload.Length;
                     var buffer = ArrayPool<byte>.Shared.Rent(size);

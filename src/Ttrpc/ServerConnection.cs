@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Diagnostics.CodeAnalysis;
 using System.Net.Sockets;
 using Google.Protobuf;
@@ -120,7 +121,7 @@ internal sealed class ServerConnection
 
     private async Task ReadLoopAsync()
     {
-        var reader = new FrameReader(_stream, _server.MaxMessageSize);
+        var reader = new FrameReader(_stream, _server.MaxMessageSize, pooled: true);
         while (true)
         {
             Frame? frame;
@@ -148,9 +149,24 @@ internal sealed class ServerConnection
         }
     }
 
+    private static void Release(Frame frame)
+    {
+        if (frame.Pooled)
+        {
+            ArrayPool<byte>.Shared.Return(frame.Payload);
+        }
+    }
+
     private void HandleFrame(Frame frame)
     {
         var header = frame.Header;
+        if (frame.Header.Type == (byte)FrameType.Request && !frame.Oversized && header.StreamId % 2 == 1)
+        {
+            HandleRequest(frame);
+            return;
+        }
+
+        Release(frame);
         if (frame.Oversized)
         {
             Reject(header.StreamId, TtrpcStatusCode.ResourceExhausted,
@@ -166,9 +182,6 @@ internal sealed class ServerConnection
 
         switch ((FrameType)header.Type)
         {
-            case FrameType.Request:
-                HandleRequest(header.StreamId, frame.Payload);
-                break;
             case FrameType.Data:
                 // Only unary methods are served: no stream is ever open for data.
                 Reject(header.StreamId, TtrpcStatusCode.InvalidArgument, "StreamID is no longer active");
@@ -180,10 +193,13 @@ internal sealed class ServerConnection
         }
     }
 
-    private void HandleRequest(uint streamId, byte[] payload)
+    /// <summary>Dispatches a request; the frame's buffer is released once its call has ended.</summary>
+    private void HandleRequest(Frame frame)
     {
+        var streamId = frame.Header.StreamId;
         if (streamId <= _lastStreamId)
         {
+            Release(frame);
             Reject(streamId, TtrpcStatusCode.InvalidArgument, "StreamID cannot be re-used and must increment");
             return;
         }
@@ -192,16 +208,18 @@ internal sealed class ServerConnection
         Request request;
         try
         {
-            request = Request.Parser.ParseFrom(payload);
+            request = ParseRequest(frame.Payload, (int)frame.Header.Length);
         }
         catch (InvalidProtocolBufferException e)
         {
+            Release(frame);
             Reject(streamId, TtrpcStatusCode.InvalidArgument, "unmarshal request error: " + e.Message);
             return;
         }
 
         if (!_server.TryFindMethod(request.Service, request.Method, out var handler, out var error))
         {
+            Release(frame);
             Reject(streamId, TtrpcStatusCode.Unimplemented, error!);
             return;
         }
@@ -220,12 +238,13 @@ internal sealed class ServerConnection
 
         if (handler is null)
         {
+            Release(frame);
             Reject(streamId, TtrpcStatusCode.Unavailable, "ttrpc: server shutting down");
             return;
         }
 
         var call = CreateContext(request);
-        _ = Task.Run(() => RunCallAsync(streamId, request, handler, call.Context, call.Linked, call.Deadline));
+        _ = Task.Run(() => RunCallAsync(frame, request, handler, call.Context, call.Linked, call.Deadline));
     }
 
     private (TtrpcCallContext Context, CancellationTokenSource Linked, CancellationTokenSource? Deadline) CreateContext(Request request)
@@ -262,14 +281,14 @@ internal sealed class ServerConnection
     }
 
     private async Task RunCallAsync(
-        uint streamId,
+        Frame frame,
         Request request,
         UnaryMethodHandler handler,
         TtrpcCallContext context,
         CancellationTokenSource linked,
         CancellationTokenSource? deadline)
     {
-        byte[] answer;
+        OutgoingFrame answer;
         try
         {
             Status status;
@@ -293,22 +312,32 @@ internal sealed class ServerConnection
                 }
             }
 
+            // The request's bytes may be referenced by the handler until it is done, no longer.
+            Release(frame);
+
             // ttrpc always sends a status, OK included (old clients insist on one).
-            answer = SerializeResponse(status, response);
-            if (answer.Length > _server.MaxMessageSize)
+            var size = ResponseSize(status, response, out _, out _);
+            if (size > _server.MaxMessageSize)
             {
-                var message = StatusMapping.OversizedMessage(answer.Length, _server.MaxMessageSize);
+                var message = StatusMapping.OversizedMessage(size, _server.MaxMessageSize);
                 Log.HandlerStatus(_server.Logger, request.Service, request.Method, TtrpcStatusCode.ResourceExhausted, message);
-                answer = new Response { Status = StatusMapping.Create(TtrpcStatusCode.ResourceExhausted, message) }.ToByteArray();
+                status = StatusMapping.Create(TtrpcStatusCode.ResourceExhausted, message);
+                response = null;
             }
+
+            answer = SerializeResponse(frame.Header.StreamId, status, response);
         }
         finally
         {
+            context.Completed();
             linked.Dispose();
             deadline?.Dispose();
         }
 
-        _writer.TryEnqueue(new OutgoingFrame(streamId, FrameType.Response, 0, answer));
+        if (!_writer.TryEnqueue(answer))
+        {
+            ArrayPool<byte>.Shared.Return(answer.Payload);
+        }
 
         bool closeNow;
         lock (_lock)
@@ -324,33 +353,102 @@ internal sealed class ServerConnection
     }
 
     /// <summary>
-    /// The bytes of <c>new Response { Status = status, Payload = response.ToByteString() }</c>, with the answer
-    /// serialized once, straight into place: stdio answers carry up to a MiB, and every copy counts in a guest
-    /// without hardware virtualisation.
+    /// <c>Request.Parser.ParseFrom(frame)</c>, except that the payload is not copied: it stays a view of the frame,
+    /// which belongs to this request alone. A stdin write carries up to a MiB.
     /// </summary>
-    internal static byte[] SerializeResponse(Status status, IMessage? response)
+    internal static Request ParseRequest(byte[] frame, int length)
     {
-        var statusSize = status.CalculateSize();
-        var payloadSize = response?.CalculateSize() ?? 0;
+        var request = new Request();
+        var input = new CodedInputStream(frame, 0, length);
+        uint tag;
+        while ((tag = input.ReadTag()) != 0)
+        {
+            var lengthDelimited = WireFormat.GetTagWireType(tag) == WireFormat.WireType.LengthDelimited;
+            switch (WireFormat.GetTagFieldNumber(tag))
+            {
+                case Request.ServiceFieldNumber when lengthDelimited:
+                    request.Service = input.ReadString();
+                    break;
+                case Request.MethodFieldNumber when lengthDelimited:
+                    request.Method = input.ReadString();
+                    break;
+                case Request.PayloadFieldNumber when lengthDelimited:
+                    // The field is a length varint, then the bytes: skip it, then step over the varint.
+                    var data = (int)input.Position;
+                    input.SkipLastField();
+                    while ((frame[data++] & 0x80) != 0)
+                    {
+                    }
+
+                    request.Payload = UnsafeByteOperations.UnsafeWrap(frame.AsMemory(data, (int)input.Position - data));
+                    break;
+                case Request.TimeoutNanoFieldNumber when WireFormat.GetTagWireType(tag) == WireFormat.WireType.Varint:
+                    request.TimeoutNano = input.ReadInt64();
+                    break;
+                case Request.MetadataFieldNumber when lengthDelimited:
+                    var pair = new KeyValue();
+                    input.ReadMessage(pair);
+                    request.Metadata.Add(pair);
+                    break;
+                default:
+                    input.SkipLastField();
+                    break;
+            }
+        }
+
+        return request;
+    }
+
+    /// <summary>Bytes of <c>new Response { Status = status, Payload = response.ToByteString() }</c>.</summary>
+    internal static int ResponseSize(Status status, IMessage? response, out int statusSize, out int payloadSize)
+    {
+        statusSize = status.CalculateSize();
+        payloadSize = response?.CalculateSize() ?? 0;
         var size = 1 + CodedOutputStream.ComputeLengthSize(statusSize) + statusSize;
         if (payloadSize > 0)
         {
             size += 1 + CodedOutputStream.ComputeLengthSize(payloadSize) + payloadSize;
         }
 
-        var buffer = GC.AllocateUninitializedArray<byte>(size);
-        var output = new CodedOutputStream(buffer);
-        output.WriteTag(Response.StatusFieldNumber, WireFormat.WireType.LengthDelimited);
-        output.WriteMessage(status);
+        return size;
+    }
+
+    /// <summary>
+    /// The answer frame: <c>new Response { Status = status, Payload = response.ToByteString() }</c> with the
+    /// answer serialized once, straight into place after room for the header, in a pooled buffer the writer
+    /// returns. Stdio answers carry up to a MiB: in a guest without hardware virtualisation every copy, and every
+    /// fresh page touched, counts.
+    /// </summary>
+    internal static OutgoingFrame SerializeResponse(uint streamId, Status status, IMessage? response)
+    {
+        var size = ResponseSize(status, response, out var statusSize, out var payloadSize);
+        var buffer = ArrayPool<byte>.Shared.Rent(FrameHeader.Size + size);
+        var output = buffer.AsSpan(FrameHeader.Size, size);
+        var at = WriteLengthDelimitedTag(output, Response.StatusFieldNumber, statusSize);
+        status.WriteTo(output.Slice(at, statusSize));
+        at += statusSize;
         if (payloadSize > 0)
         {
-            output.WriteTag(Response.PayloadFieldNumber, WireFormat.WireType.LengthDelimited);
-            output.WriteLength(payloadSize);
-            response!.WriteTo(output);
+            at += WriteLengthDelimitedTag(output[at..], Response.PayloadFieldNumber, payloadSize);
+            response!.WriteTo(output.Slice(at, payloadSize));
         }
 
-        output.CheckNoSpaceLeft();
-        return buffer;
+        return new OutgoingFrame(streamId, FrameType.Response, 0, buffer, size, Framed: true, Pooled: true);
+    }
+
+    private static int WriteLengthDelimitedTag(Span<byte> output, int field, int length)
+    {
+        output[0] = (byte)WireFormat.MakeTag(field, WireFormat.WireType.LengthDelimited);
+        var at = 1;
+        var value = (uint)length;
+        while (value >= 0x80)
+        {
+            output[at++] = (byte)(value | 0x80);
+            value >>= 7;
+        }
+
+        output[at++] = (byte)value;
+        return at;
     }
 
     private void Reject(uint streamId, TtrpcStatusCode code, string message)

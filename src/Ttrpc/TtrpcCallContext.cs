@@ -4,6 +4,8 @@ namespace ShimV2.Ttrpc;
 public sealed class TtrpcCallContext
 {
     private readonly CancellationTokenSource? _deadlineSource;
+    private readonly Lock _gate = new();
+    private List<Action>? _completed;
 
     /// <summary>A context for calling a handler directly (tests, in-process dispatch).</summary>
     /// <param name="deadline">When the call expires; the token is not cancelled by it (pass one that is).</param>
@@ -51,6 +53,33 @@ public sealed class TtrpcCallContext
     /// <summary>True once the call's deadline has passed.</summary>
     public bool IsDeadlineExceeded =>
         _deadlineSource?.IsCancellationRequested == true || (Deadline is { } d && DateTimeOffset.UtcNow >= d);
+
+    /// <summary>
+    /// Runs <paramref name="callback"/> once the call's answer has been serialized (or the call failed): memory the
+    /// answer refers to, such as a pooled buffer wrapped without a copy, may be reused from then on. Callbacks run
+    /// on the server's thread and must not throw.
+    /// </summary>
+    public void OnCompleted(Action callback)
+    {
+        ArgumentNullException.ThrowIfNull(callback);
+        lock (_gate)
+        {
+            (_completed ??= []).Add(callback);
+        }
+    }
+
+    /// <summary>Runs the <see cref="OnCompleted"/> callbacks; the server calls it once.</summary>
+    internal void Completed()
+    {
+        List<Action>? callbacks;
+        lock (_gate)
+        {
+            callbacks = _completed;
+            _completed = null;
+        }
+
+        callbacks?.ForEach(c => c());
+    }
 
     /// <summary>The first value of a metadata key (compared case-insensitively, as ttrpc's MD), or null.</summary>
     public string? GetMetadata(string key)

@@ -3,7 +3,10 @@ using Google.Protobuf.Reflection;
 
 namespace ShimV2.Ttrpc;
 
-/// <summary>A unary method's dispatch: parse the payload, run the handler, return the response message.</summary>
+/// <summary>
+/// A unary method's dispatch: parse the payload, run the handler, return the response message. The payload is
+/// valid until the returned task completes.
+/// </summary>
 internal delegate Task<IMessage> UnaryMethodHandler(ByteString payload, TtrpcCallContext context);
 
 /// <summary>A service's methods, built from its protobuf descriptor; register with <see cref="TtrpcServer"/>.</summary>
@@ -44,6 +47,18 @@ public sealed class TtrpcServiceDefinition
         public Builder AddUnary<TRequest, TResponse>(string methodName, Func<TRequest, TtrpcCallContext, Task<TResponse>> handler)
             where TRequest : class, IMessage<TRequest>
             where TResponse : class, IMessage<TResponse>
+            => AddUnary(methodName, null, handler);
+
+        /// <summary>
+        /// Adds a unary method handler whose requests <paramref name="parse"/> reads instead of the protobuf parser.
+        /// The payload it is given stays valid until the handler's task completes, so a large bytes field can be
+        /// used where it lies (<see cref="UnsafeByteOperations.UnsafeWrap"/>) rather than copied.
+        /// </summary>
+        /// <exception cref="ArgumentException">As <see cref="AddUnary{TRequest, TResponse}(string, Func{TRequest, TtrpcCallContext, Task{TResponse}})"/>.</exception>
+        public Builder AddUnary<TRequest, TResponse>(
+            string methodName, Func<ReadOnlyMemory<byte>, TRequest>? parse, Func<TRequest, TtrpcCallContext, Task<TResponse>> handler)
+            where TRequest : class, IMessage<TRequest>
+            where TResponse : class, IMessage<TResponse>
         {
             ArgumentNullException.ThrowIfNull(methodName);
             ArgumentNullException.ThrowIfNull(handler);
@@ -76,7 +91,7 @@ public sealed class TtrpcServiceDefinition
             var parser = method.InputType.Parser;
             _methods.Add(methodName, async (payload, context) =>
             {
-                var request = (TRequest)parser.ParseFrom(payload);
+                var request = parse is null ? (TRequest)parser.ParseFrom(payload) : parse(payload.Memory);
                 var response = await handler(request, context);
                 return response ?? throw new TtrpcException(
                     TtrpcStatusCode.Internal, $"ttrpc: {_descriptor.FullName}/{methodName} returned no response");

@@ -19,21 +19,21 @@ public class StdioTests
         Libc.WriteAll(w, "world"u8);
         Libc.close(w);
 
-        var text = Encoding.UTF8.GetString(await stream.ReadAsync(3, CancellationToken.None).WaitAsync(Timeout));
+        var text = Encoding.UTF8.GetString(await stream.ReadAsync(3, CancellationToken.None).Bytes().WaitAsync(Timeout));
         Assert.Equal("hel", text);
         while (text.Length < "hello world".Length)
         {
-            text += Encoding.UTF8.GetString(await stream.ReadAsync(100, CancellationToken.None).WaitAsync(Timeout));
+            text += Encoding.UTF8.GetString(await stream.ReadAsync(100, CancellationToken.None).Bytes().WaitAsync(Timeout));
         }
 
         Assert.Equal("hello world", text);
 
         // The pipe is at EOF but the process has not been reported exited: readers wait.
-        var pending = stream.ReadAsync(100, CancellationToken.None);
+        var pending = stream.ReadAsync(100, CancellationToken.None).Bytes();
         Assert.False(pending.IsCompleted);
         stream.ProcessExited();
         Assert.Empty(await pending.WaitAsync(Timeout));
-        Assert.Empty(await stream.ReadAsync(100, CancellationToken.None));
+        Assert.Empty(await stream.ReadAsync(100, CancellationToken.None).Bytes());
         await stream.Drained.WaitAsync(Timeout);
     }
 
@@ -56,7 +56,7 @@ public class StdioTests
         var received = new MemoryStream();
         while (true)
         {
-            var chunk = await stream.ReadAsync(1 << 20, CancellationToken.None).WaitAsync(Timeout);
+            var chunk = await stream.ReadAsync(1 << 20, CancellationToken.None).Bytes().WaitAsync(Timeout);
             if (chunk.Length == 0)
             {
                 break;
@@ -84,7 +84,7 @@ public class StdioTests
         var received = new MemoryStream();
         while (received.Length < data.Length)
         {
-            var chunk = await stream.ReadAsync(4096, CancellationToken.None).WaitAsync(Timeout);
+            var chunk = await stream.ReadAsync(4096, CancellationToken.None).Bytes().WaitAsync(Timeout);
             Assert.NotEmpty(chunk);
             Assert.InRange(stream.Buffered, 0, 1024 + (64 * 1024)); // at most one pump read past the capacity
             received.Write(chunk);
@@ -92,7 +92,7 @@ public class StdioTests
 
         await writer.WaitAsync(Timeout);
         stream.ProcessExited();
-        Assert.Empty(await stream.ReadAsync(10, CancellationToken.None).WaitAsync(Timeout));
+        Assert.Empty(await stream.ReadAsync(10, CancellationToken.None).Bytes().WaitAsync(Timeout));
         Assert.Equal(data, received.ToArray());
     }
 
@@ -106,8 +106,8 @@ public class StdioTests
             stream.Start();
             Libc.WriteAll(w, "x"u8);
             stream.ProcessExited();
-            Assert.Equal("x", Encoding.UTF8.GetString(await stream.ReadAsync(10, CancellationToken.None).WaitAsync(Timeout)));
-            Assert.Empty(await stream.ReadAsync(10, CancellationToken.None).WaitAsync(Timeout));
+            Assert.Equal("x", Encoding.UTF8.GetString(await stream.ReadAsync(10, CancellationToken.None).Bytes().WaitAsync(Timeout)));
+            Assert.Empty(await stream.ReadAsync(10, CancellationToken.None).Bytes().WaitAsync(Timeout));
         }
         finally
         {
@@ -122,11 +122,11 @@ public class StdioTests
         using var stream = new OutputStream(new SafeFd(r), "test");
         stream.Start();
         using var cts = new CancellationTokenSource();
-        var read = stream.ReadAsync(10, cts.Token);
+        var read = stream.ReadAsync(10, cts.Token).Bytes();
         await cts.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => read);
         Libc.WriteAll(w, "kept"u8);
-        Assert.Equal("kept", Encoding.UTF8.GetString(await stream.ReadAsync(10, CancellationToken.None).WaitAsync(Timeout)));
+        Assert.Equal("kept", Encoding.UTF8.GetString(await stream.ReadAsync(10, CancellationToken.None).Bytes().WaitAsync(Timeout)));
         Libc.close(w);
     }
 
@@ -198,7 +198,7 @@ public class StdioTests
         var text = "";
         while (!text.Contains("tty-out", StringComparison.Ordinal))
         {
-            text += Encoding.UTF8.GetString(await stdio.Stdout!.ReadAsync(100, CancellationToken.None).WaitAsync(Timeout));
+            text += Encoding.UTF8.GetString(await stdio.Stdout!.ReadAsync(100, CancellationToken.None).Bytes().WaitAsync(Timeout));
         }
     }
 
@@ -212,4 +212,16 @@ public class StdioTests
     }
 
     private static string Target(int fd) => new FileInfo($"/proc/self/fd/{fd}").LinkTarget ?? "";
+}
+
+internal static class OutputChunkExtensions
+{
+    /// <summary>The chunk's bytes; its pooled array goes back at once.</summary>
+    public static async Task<byte[]> Bytes(this Task<OutputChunk> read)
+    {
+        var chunk = await read;
+        var bytes = chunk.Memory.ToArray();
+        chunk.Return();
+        return bytes;
+    }
 }

@@ -109,8 +109,8 @@ public sealed class CommandLineTests
 
     [Theory]
     [InlineData("q35", AcceleratorKind.Kvm, new[] { "-machine", "q35,accel=kvm", "-cpu", "host" })]
-    [InlineData("q35", AcceleratorKind.Tcg, new[] { "-machine", "q35,accel=tcg", "-cpu", "max" })]
-    [InlineData("pc-q35-7.2", AcceleratorKind.Tcg, new[] { "-machine", "pc-q35-7.2,accel=tcg", "-cpu", "max" })]
+    [InlineData("q35", AcceleratorKind.Tcg, new[] { "-machine", "q35,accel=tcg", "-cpu", "max,erms=off" })]
+    [InlineData("pc-q35-7.2", AcceleratorKind.Tcg, new[] { "-machine", "pc-q35-7.2,accel=tcg", "-cpu", "max,erms=off" })]
     [InlineData("microvm", AcceleratorKind.Kvm, new[] { "-machine", "microvm,accel=kvm", "-cpu", "host" })]
     public void Machine_and_accelerator(string machine, AcceleratorKind accelerator, string[] expected) =>
         Assert.Equal(expected, new MachineFragment(machine, accelerator).Args);

@@ -178,7 +178,49 @@ public sealed class GoldenFrameTests(ITestOutputHelper output)
         var response = new EchoResponse { Text = blob > 0 ? "t" : "", Blob = ByteString.CopyFrom(new byte[blob]) };
         var expected = new Wire.Response { Status = status, Payload = response.ToByteString() }.ToByteArray();
 
-        Assert.Equal(expected, ServerConnection.SerializeResponse(status, response));
-        Assert.Equal(new Wire.Response { Status = status }.ToByteArray(), ServerConnection.SerializeResponse(status, null));
+        Assert.Equal(expected, Answer(status, response));
+        Assert.Equal(new Wire.Response { Status = status }.ToByteArray(), Answer(status, null));
+
+        static byte[] Answer(Google.Rpc.Status status, IMessage? response)
+        {
+            var frame = ServerConnection.SerializeResponse(1, status, response);
+            Assert.True(frame.Framed);
+            return frame.Payload.AsSpan(FrameHeader.Size, frame.Length).ToArray();
+        }
+    }
+
+    [Theory]
+    [InlineData(0, 0L, 0)]
+    [InlineData(3, 30_000_000_000L, 2)]
+    [InlineData(200, -1L, 0)]
+    [InlineData(1 << 20, 5L, 1)]
+    public void Requests_parse_as_protobuf_parses_them(int payload, long timeout, int metadata)
+    {
+        var request = new Wire.Request
+        {
+            Service = "svc",
+            Method = "M",
+            Payload = ByteString.CopyFrom(Enumerable.Range(0, payload).Select(i => (byte)i).ToArray()),
+            TimeoutNano = timeout,
+        };
+        request.Metadata.Add(Enumerable.Range(0, metadata).Select(i => new Wire.KeyValue { Key = $"k{i}", Value = $"v{i}" }));
+        var bytes = request.ToByteArray();
+
+        var pooled = new byte[bytes.Length + 100]; // a pooled frame buffer is longer than the frame
+        bytes.CopyTo(pooled, 0);
+        Assert.Equal(Wire.Request.Parser.ParseFrom(bytes), ServerConnection.ParseRequest(pooled, bytes.Length));
+    }
+
+    [Fact]
+    public void Request_fields_unknown_or_of_another_wire_type_are_skipped()
+    {
+        // 1: "s", 9 (unknown): varint 7, 2 as a varint (wrong type): 1, 3: "p", 2: "m", 7 (unknown): fixed32.
+        byte[] bytes = [0x0A, 0x01, (byte)'s', 0x48, 0x07, 0x10, 0x01, 0x1A, 0x01, (byte)'p', 0x12, 0x01, (byte)'m', 0x3D, 1, 2, 3, 4];
+
+        var request = ServerConnection.ParseRequest(bytes, bytes.Length);
+
+        Assert.Equal("s", request.Service);
+        Assert.Equal("m", request.Method);
+        Assert.Equal("p"u8.ToArray(), request.Payload.ToByteArray());
     }
 }

@@ -433,4 +433,83 @@ public sealed class ServerTests(ITestOutputHelper output)
         await closed.Task.WaitAsync(TimeSpan.FromSeconds(10));
         Assert.Equal(0, harness.Server.ConnectionCount);
     }
+
+    /// <summary>
+    /// Large requests and answers go through pooled buffers: concurrent calls with different large payloads each get
+    /// their own bytes back, and memory an answer wraps without a copy may be reused once the call completed.
+    /// </summary>
+    [Fact]
+    public async Task Large_payloads_are_never_mixed_up_and_lent_answer_memory_is_handed_back_after_the_answer()
+    {
+        var returned = 0;
+        var definition = TtrpcServiceDefinition.Create(TestService.Descriptor)
+            .AddUnary<EchoRequest, EchoResponse>("Echo", (r, c) =>
+            {
+                // The answer lends its memory: scribbled over once the call says it is done with it.
+                var lent = r.Blob.ToByteArray();
+                c.OnCompleted(() =>
+                {
+                    Array.Fill(lent, (byte)0xEE);
+                    Interlocked.Increment(ref returned);
+                });
+                return Task.FromResult(new EchoResponse { Text = r.Text, Blob = UnsafeByteOperations.UnsafeWrap(lent) });
+            })
+            .Build();
+        var server = new TtrpcServer([definition], new XunitLogger(output));
+        var (a, b) = await UnixListener.PairAsync();
+        var served = server.ServeConnectionAsync(a);
+        await using (var client = new TtrpcClient(b))
+        {
+            var calls = Enumerable.Range(1, 8).Select(async i =>
+            {
+                var blob = Enumerable.Range(0, (i * 150_000) + 7).Select(j => (byte)(j * i)).ToArray();
+                var answer = await client.CallAsync<EchoRequest, EchoResponse>(
+                    TestService.Name, "Echo", new EchoRequest { Text = $"{i}", Blob = ByteString.CopyFrom(blob) });
+                Assert.Equal($"{i}", answer.Text);
+                Assert.Equal(blob, answer.Blob.ToByteArray());
+            });
+            await Task.WhenAll(calls).Within();
+        }
+
+        await server.ShutdownAsync();
+        await served.Within();
+        Assert.Equal(8, returned);
+    }
+
+    /// <summary>A request read in place stays intact until its handler is done, however many large calls follow.</summary>
+    [Fact]
+    public async Task A_request_read_in_place_is_valid_until_its_handler_completes()
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var definition = TtrpcServiceDefinition.Create(TestService.Descriptor)
+            .AddUnary<EchoRequest, EchoResponse>(
+                "Block",
+                payload => new EchoRequest { Blob = UnsafeByteOperations.UnsafeWrap(payload) }, // the whole request, in place
+                async (r, c) =>
+                {
+                    await gate.Task.WaitAsync(c.CancellationToken);
+                    return new EchoResponse { Blob = ByteString.CopyFrom(r.Blob.Span) };
+                })
+            .AddUnary<EchoRequest, EchoResponse>("Echo", (r, _) => Task.FromResult(new EchoResponse { Blob = r.Blob }))
+            .Build();
+        var server = new TtrpcServer([definition], new XunitLogger(output));
+        var (a, b) = await UnixListener.PairAsync();
+        var served = server.ServeConnectionAsync(a);
+        await using (var client = new TtrpcClient(b))
+        {
+            var request = new EchoRequest { Blob = ByteString.CopyFrom(Enumerable.Range(0, 200_000).Select(i => (byte)i).ToArray()) };
+            var blocked = client.CallAsync<EchoRequest, EchoResponse>(TestService.Name, "Block", request);
+            for (var i = 0; i < 20; i++)
+            {
+                var other = new EchoRequest { Blob = ByteString.CopyFrom(Enumerable.Repeat((byte)0xEE, 200_000 + i).ToArray()) };
+                await client.CallAsync<EchoRequest, EchoResponse>(TestService.Name, "Echo", other).Within();
+            }
+
+            gate.SetResult();
+            Assert.Equal(request.ToByteArray(), (await blocked.Within()).Blob.ToByteArray());
+        }
+
+        await server.ShutdownAsync();
+        await served.Within();
+    }
 }

@@ -13,8 +13,11 @@ public sealed partial class StdioForwarder : IAsyncDisposable
     /// <summary>How long a client that asked for CloseIO(stdin) may keep the stdin FIFO open.</summary>
     public static readonly TimeSpan DefaultStdinCloseGrace = TimeSpan.FromSeconds(2);
 
-    /// <summary>Most stdin sent per WriteStdin: whatever the FIFO holds, up to this.</summary>
-    private const int StdinChunk = 1 << 20;
+    /// <summary>
+    /// Most stdin sent per WriteStdin: whatever the FIFO holds, up to this; with its framing the request still fits
+    /// the agent's 1 MiB pooled buffers.
+    /// </summary>
+    private const int StdinChunk = (1 << 20) - 4096;
 
     private const int StdinFirstChunk = 64 * 1024;
 

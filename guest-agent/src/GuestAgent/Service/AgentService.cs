@@ -27,7 +27,7 @@ internal sealed partial class AgentService
     public const string Version = "0.1.0";
 
     /// <summary>Largest ReadStdout/ReadStderr answer: well under the 4 MiB TTRPC frame limit.</summary>
-    private const int MaxReadChunk = 1 << 20;
+    private const int MaxReadChunk = OutputStream.MaxChunk;
 
     private readonly AgentOptions _options;
     private readonly ILogger _logger;
@@ -76,9 +76,9 @@ internal sealed partial class AgentService
         Add<ExecProcessRequest, ExecProcessResponse>(b, "ExecProcess", ExecProcessAsync);
         Add<WaitProcessRequest, WaitProcessResponse>(b, "WaitProcess", WaitProcessAsync);
         Add<SignalProcessRequest, Empty>(b, "SignalProcess", SignalProcessAsync);
-        Add<WriteStreamRequest, WriteStreamResponse>(b, "WriteStdin", WriteStdinAsync);
-        Add<ReadStreamRequest, ReadStreamResponse>(b, "ReadStdout", (r, ct) => ReadOutputAsync(r, stderr: false, ct));
-        Add<ReadStreamRequest, ReadStreamResponse>(b, "ReadStderr", (r, ct) => ReadOutputAsync(r, stderr: true, ct));
+        Add<WriteStreamRequest, WriteStreamResponse>(b, "WriteStdin", WriteStdinAsync, WriteStreamParser.Parse);
+        AddWithContext<ReadStreamRequest, ReadStreamResponse>(b, "ReadStdout", (r, c) => ReadOutputAsync(r, stderr: false, c));
+        AddWithContext<ReadStreamRequest, ReadStreamResponse>(b, "ReadStderr", (r, c) => ReadOutputAsync(r, stderr: true, c));
         Add<CloseStdinRequest, Empty>(b, "CloseStdin", CloseStdinAsync);
         Add<TtyWinResizeRequest, Empty>(b, "TtyWinResize", TtyWinResizeAsync);
         Add<ContainerRequest, Empty>(b, "PauseContainer", (r, ct) => SetPausedAsync(r, paused: true, ct));
@@ -524,7 +524,7 @@ internal sealed partial class AgentService
         return new WriteStreamResponse { Len = (uint)n };
     }
 
-    public async Task<ReadStreamResponse> ReadOutputAsync(ReadStreamRequest request, bool stderr, CancellationToken ct)
+    public async Task<ReadStreamResponse> ReadOutputAsync(ReadStreamRequest request, bool stderr, TtrpcCallContext context)
     {
         var process = GetProcess(request.ContainerId, request.ExecId);
         var stream = stderr ? process.Stdio.Stderr : process.Stdio.Stdout;
@@ -534,8 +534,10 @@ internal sealed partial class AgentService
         }
 
         var max = request.Len == 0 ? 64 * 1024 : (int)Math.Min(request.Len, (uint)MaxReadChunk);
-        var data = await stream.ReadAsync(max, ct);
-        return new ReadStreamResponse { Data = UnsafeByteOperations.UnsafeWrap(data) };
+        var chunk = await stream.ReadAsync(max, context.CancellationToken);
+        // The answer wraps the pooled chunk; it goes back to the pool once the answer is serialized.
+        context.OnCompleted(chunk.Return);
+        return new ReadStreamResponse { Data = UnsafeByteOperations.UnsafeWrap(chunk.Memory) };
     }
 
     public async Task<Empty> CloseStdinAsync(CloseStdinRequest request, CancellationToken ct)
@@ -678,7 +680,29 @@ internal sealed partial class AgentService
     // ---- helpers -------------------------------------------------------------------------------------------
 
     private static void Add<TRequest, TResponse>(
-        TtrpcServiceDefinition.Builder builder, string method, Func<TRequest, CancellationToken, Task<TResponse>> handler)
+        TtrpcServiceDefinition.Builder builder,
+        string method,
+        Func<TRequest, CancellationToken, Task<TResponse>> handler,
+        Func<ReadOnlyMemory<byte>, TRequest>? parse = null)
+        where TRequest : class, IMessage<TRequest>
+        where TResponse : class, IMessage<TResponse>
+    {
+        builder.AddUnary<TRequest, TResponse>(method, parse, async (request, context) =>
+        {
+            try
+            {
+                return await handler(request, context.CancellationToken);
+            }
+            catch (Exception e)
+            {
+                throw AgentException.ToTtrpc(e, context.CancellationToken);
+            }
+        });
+    }
+
+    /// <summary><see cref="Add{TRequest, TResponse}"/> for handlers that need the call itself.</summary>
+    private static void AddWithContext<TRequest, TResponse>(
+        TtrpcServiceDefinition.Builder builder, string method, Func<TRequest, TtrpcCallContext, Task<TResponse>> handler)
         where TRequest : class, IMessage<TRequest>
         where TResponse : class, IMessage<TResponse>
     {
@@ -686,7 +710,7 @@ internal sealed partial class AgentService
         {
             try
             {
-                return await handler(request, context.CancellationToken);
+                return await handler(request, context);
             }
             catch (Exception e)
             {

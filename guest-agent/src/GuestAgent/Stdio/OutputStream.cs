@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Diagnostics;
 using ShimV2.GuestAgent.Native;
 
@@ -23,8 +24,11 @@ internal sealed class OutputStream : IDisposable
 {
     public const int DefaultCapacity = 2 << 20;
 
-    /// <summary>Largest single read from the pipe: what an enlarged pipe holds.</summary>
-    private const int MaxRead = 1 << 20;
+    /// <summary>
+    /// Largest single read from the pipe, and largest chunk handed out: about what an enlarged pipe holds, small
+    /// enough that an answer carrying it still fits a 1 MiB pooled buffer.
+    /// </summary>
+    public const int MaxChunk = (1 << 20) - 4096;
 
     /// <summary>Smallest read: what FIONREAD reports can lag behind a pty's input.</summary>
     private const int MinRead = 4096;
@@ -32,13 +36,16 @@ internal sealed class OutputStream : IDisposable
     /// <summary>A buffered array at least this big is handed out whole rather than merged with the next.</summary>
     private const int HandOutWhole = 64 * 1024;
 
-    /// <summary>Streaming output with less than this in the pipe waits <see cref="CoalesceDelay"/> before a read.</summary>
-    private const int CoalesceBelow = 64 * 1024;
+    /// <summary>Streaming output with less than this in the pipe is given time to gather before a read.</summary>
+    private const int CoalesceBelow = 128 * 1024;
+
+    /// <summary>At most this many <see cref="CoalesceStep"/>s to gather.</summary>
+    private const int CoalesceSteps = 5;
 
     /// <summary>Output counts as streaming when the previous read was at most this long ago.</summary>
     private static readonly TimeSpan StreamingWindow = TimeSpan.FromMilliseconds(10);
 
-    private static readonly TimeSpan CoalesceDelay = TimeSpan.FromMilliseconds(2);
+    private static readonly TimeSpan CoalesceStep = TimeSpan.FromMilliseconds(1);
 
     private readonly SafeFd _fd;
     private readonly SafeFd _control;
@@ -46,7 +53,7 @@ internal sealed class OutputStream : IDisposable
     private readonly int _graceMs;
     private readonly string _name;
     private readonly object _lock = new();
-    private readonly Queue<byte[]> _chunks = new();
+    private readonly Queue<OutputChunk> _chunks = new();
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _headOffset;
@@ -119,8 +126,11 @@ internal sealed class OutputStream : IDisposable
         Poke();
     }
 
-    /// <summary>Up to max bytes; waits for data; empty = end of stream.</summary>
-    public async Task<byte[]> ReadAsync(int max, CancellationToken ct)
+    /// <summary>
+    /// Up to max bytes; waits for data; empty = end of stream. The chunk's array is pooled: the caller returns it
+    /// (<see cref="OutputChunk.Return"/>) once done with it.
+    /// </summary>
+    public async Task<OutputChunk> ReadAsync(int max, CancellationToken ct)
     {
         while (true)
         {
@@ -134,7 +144,7 @@ internal sealed class OutputStream : IDisposable
 
                 if (_done && (_exited || _cancelled))
                 {
-                    return [];
+                    return OutputChunk.End;
                 }
 
                 wait = _changed.Task;
@@ -167,10 +177,10 @@ internal sealed class OutputStream : IDisposable
         _fd.Dispose();
     }
 
-    private byte[] Take(int max)
+    private OutputChunk Take(int max)
     {
         var first = _chunks.Peek();
-        byte[] result;
+        OutputChunk result;
         if (_headOffset == 0 && first.Length <= max && (_chunks.Count == 1 || first.Length >= HandOutWhole))
         {
             _chunks.Dequeue();
@@ -178,18 +188,19 @@ internal sealed class OutputStream : IDisposable
         }
         else
         {
-            result = new byte[Math.Min(max, _count)];
+            var length = Math.Min(max, _count);
+            result = new OutputChunk(ArrayPool<byte>.Shared.Rent(length), length);
             var copied = 0;
-            while (copied < result.Length)
+            while (copied < length)
             {
                 var head = _chunks.Peek();
-                var take = Math.Min(result.Length - copied, head.Length - _headOffset);
-                Buffer.BlockCopy(head, _headOffset, result, copied, take);
+                var take = Math.Min(length - copied, head.Length - _headOffset);
+                Buffer.BlockCopy(head.Array, _headOffset, result.Array, copied, take);
                 copied += take;
                 _headOffset += take;
                 if (_headOffset == head.Length)
                 {
-                    _chunks.Dequeue();
+                    _chunks.Dequeue().Return();
                     _headOffset = 0;
                 }
             }
@@ -291,32 +302,33 @@ internal sealed class OutputStream : IDisposable
                     // Output is streaming in small writes: let the writer go on a moment and take more in one read,
                     // rather than one host round trip per write (each costs the guest far more than the bytes).
                     // Output after a pause goes out at once.
-                    Thread.Sleep(CoalesceDelay);
-                    available = Available(fd);
+                    for (var waited = 0; waited < CoalesceSteps && available < CoalesceBelow; waited++)
+                    {
+                        Thread.Sleep(CoalesceStep);
+                        available = Available(fd);
+                    }
                 }
 
-                var chunk = GC.AllocateUninitializedArray<byte>(Math.Min(Math.Max(available, MinRead), Math.Min(room, MaxRead)));
-                var n = Libc.Read(fd, chunk);
-                if (n == -Libc.EAGAIN)
-                {
-                    continue;
-                }
-
+                // Pooled: memory that was touched before, rather than fresh pages for the kernel to clear.
+                var size = Math.Min(Math.Max(available, MinRead), Math.Min(room, MaxChunk));
+                var array = ArrayPool<byte>.Shared.Rent(size);
+                var n = Libc.Read(fd, array.AsSpan(0, size));
                 if (n <= 0)
                 {
+                    ArrayPool<byte>.Shared.Return(array);
+                    if (n == -Libc.EAGAIN)
+                    {
+                        continue;
+                    }
+
                     // 0: end of file; EIO: the pty's last slave closed.
                     return;
-                }
-
-                if (n < chunk.Length)
-                {
-                    chunk = chunk.AsSpan(0, n).ToArray();
                 }
 
                 lastRead = Stopwatch.GetTimestamp();
                 lock (_lock)
                 {
-                    _chunks.Enqueue(chunk);
+                    _chunks.Enqueue(new OutputChunk(array, n));
                     _count += n;
                     SignalChanged();
                 }
@@ -341,6 +353,24 @@ internal sealed class OutputStream : IDisposable
             }
 
             _completion.TrySetResult();
+        }
+    }
+}
+
+/// <summary>Bytes read from an output stream, in an array rented from <see cref="ArrayPool{T}.Shared"/>.</summary>
+internal readonly record struct OutputChunk(byte[] Array, int Length)
+{
+    /// <summary>End of stream.</summary>
+    public static readonly OutputChunk End = new([], 0);
+
+    public ReadOnlyMemory<byte> Memory => Array.AsMemory(0, Length);
+
+    /// <summary>Hands the array back to the pool; the chunk must not be used afterwards.</summary>
+    public void Return()
+    {
+        if (Array.Length > 0)
+        {
+            ArrayPool<byte>.Shared.Return(Array);
         }
     }
 }
