@@ -154,6 +154,57 @@ public sealed class StdioForwarderTests : IDisposable
         Assert.Equal(sent.ToArray(), await guest.Closed.Task.WaitAsync(Timeout));
     }
 
+    [Fact]
+    public async Task Stdout_reaches_the_fifo_whole_and_in_order_before_the_output_counts_as_drained()
+    {
+        var chunks = Enumerable.Range(1, 100).Select(i => Pattern(i * 997)).ToList();
+        var guest = new RecordingGuest();
+        guest.Output.AddRange(chunks);
+        var stdout = Fifo("stdout");
+        await using var io = new StdioForwarder(new StdioConfig("", stdout, "", false), guest, NullLogger.Instance, "t");
+        io.Start();
+
+        await using var client = new FileStream(stdout, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1);
+        var expected = chunks.SelectMany(c => c).ToArray();
+        var received = new byte[expected.Length];
+        await client.ReadExactlyAsync(received).AsTask().WaitAsync(Timeout);
+
+        Assert.Equal(expected, received);
+        await io.OutputDrained.WaitAsync(Timeout);
+    }
+
+    [Fact]
+    public async Task A_client_that_does_not_read_stdout_stops_the_copy_instead_of_filling_the_shim()
+    {
+        var guest = new RecordingGuest { EndlessOutput = Pattern(64 * 1024) };
+        var stdout = Fifo("stdout");
+        var io = new StdioForwarder(new StdioConfig("", stdout, "", false), guest, NullLogger.Instance, "t");
+        io.Start();
+        await using var client = new FileStream(stdout, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1);
+        try
+        {
+            // The shim stops asking the guest for more once the FIFO is full: wait until the reads stay put.
+            var deadline = DateTime.UtcNow + Timeout;
+            var reads = -1;
+            while (reads != guest.OutputReads)
+            {
+                Assert.True(DateTime.UtcNow < deadline, "the shim never stopped reading output");
+                reads = guest.OutputReads;
+                await Task.Delay(500);
+            }
+
+            // The FIFO (1 MiB), the chunk being written and the one read ahead.
+            Assert.InRange(reads * 64 * 1024, 1 << 20, (1 << 20) + (3 * 64 * 1024));
+        }
+        finally
+        {
+            // A write blocked on the full FIFO ends only when someone reads it: the client, here, until the end.
+            var drain = client.CopyToAsync(Stream.Null);
+            await io.DisposeAsync();
+            await drain.WaitAsync(Timeout);
+        }
+    }
+
     private static byte[] Pattern(int length) => Enumerable.Range(0, length).Select(i => (byte)((i * 31) + (i >> 8))).ToArray();
 
     private static StdioForwarder Forwarder(string stdin, RecordingGuest guest, TimeSpan grace, ILogger? logger = null) =>
@@ -202,6 +253,7 @@ public sealed class StdioForwarderTests : IDisposable
     private sealed class RecordingGuest : IGuestStdio
     {
         private readonly List<byte> _received = [];
+        private int _outputReads;
 
         /// <summary>When set, writes wait for it.</summary>
         public TaskCompletionSource? Gate { get; init; }
@@ -211,7 +263,19 @@ public sealed class StdioForwarderTests : IDisposable
         /// <summary>Completes with everything received, at the close.</summary>
         public TaskCompletionSource<byte[]> Closed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-        public Task<ReadOnlyMemory<byte>> ReadStdoutAsync(CancellationToken cancellationToken) => Task.FromResult(ReadOnlyMemory<byte>.Empty);
+        /// <summary>What stdout reads return, in order, then end of stream.</summary>
+        public List<byte[]> Output { get; } = [];
+
+        /// <summary>When set, stdout never ends: every read returns this.</summary>
+        public byte[]? EndlessOutput { get; init; }
+
+        public int OutputReads => Volatile.Read(ref _outputReads);
+
+        public Task<ReadOnlyMemory<byte>> ReadStdoutAsync(CancellationToken cancellationToken)
+        {
+            var n = Interlocked.Increment(ref _outputReads);
+            return Task.FromResult<ReadOnlyMemory<byte>>(EndlessOutput ?? (n <= Output.Count ? Output[n - 1] : []));
+        }
 
         public Task<ReadOnlyMemory<byte>> ReadStderrAsync(CancellationToken cancellationToken) => Task.FromResult(ReadOnlyMemory<byte>.Empty);
 

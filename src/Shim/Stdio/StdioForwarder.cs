@@ -132,22 +132,31 @@ public sealed partial class StdioForwarder : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Copies one output stream to its FIFO. The next chunk is asked for before this one is written, so the guest's
+    /// round trip overlaps the write; one read is outstanding at a time (the order holds) and a client that stops
+    /// reading stops the copy with two chunks held here.
+    /// </summary>
     private async Task CopyOutAsync(string path, Func<CancellationToken, Task<ReadOnlyMemory<byte>>> read, string stream)
     {
         FileStream? fifo = null;
+        var next = Task.FromResult(ReadOnlyMemory<byte>.Empty);
         try
         {
             // O_RDWR never blocks in open and never fails with EPIPE when the client goes away.
             var handle = File.OpenHandle(FifoPath(path), FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
             FifoReader.TryEnlarge((int)handle.DangerousGetHandle());
             fifo = new FileStream(handle, FileAccess.Write, 0);
+            next = read(_stop.Token);
             while (true)
             {
-                var data = await read(_stop.Token);
+                var data = await next;
                 if (data.IsEmpty)
                 {
                     break;
                 }
+
+                next = read(_stop.Token);
 
                 if (fifo is null)
                 {
@@ -176,6 +185,8 @@ public sealed partial class StdioForwarder : IAsyncDisposable
         }
         finally
         {
+            // A read still outstanding (the loop stopped on an error or at teardown) is not waited for, only observed.
+            _ = next.ContinueWith(static t => t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
             if (fifo is not null)
             {
                 await fifo.DisposeAsync();
