@@ -80,7 +80,27 @@ public sealed partial class LogRecordTests : IDisposable
     }
 
     [Fact]
-    public async Task When_full_the_oldest_go_and_are_counted_once()
+    public async Task Records_are_numbered_and_answered_until_acknowledged()
+    {
+        LogGuestWarning(_logger, "w1");
+        LogGuestWarning(_logger, "w2");
+
+        var first = await Take();
+        Assert.Equal([(1ul, "w1"), (2ul, "w2")], first.Records.Select(r => (r.Sequence, r.Message)));
+
+        // The answer was lost (the host cancelled that call): asking again after 0 gets the same records.
+        Assert.Equal([1ul, 2ul], (await Take()).Records.Select(r => r.Sequence));
+
+        // Acknowledged: forgotten.
+        var none = await _queue.TakeAsync(2, 10, wait: false, CancellationToken.None);
+        Assert.Empty(none.Records);
+        Assert.Equal(0, _queue.Count);
+        LogGuestWarning(_logger, "w3");
+        Assert.Equal([(3ul, "w3")], (await Take(after: 2)).Records.Select(r => (r.Sequence, r.Message)));
+    }
+
+    [Fact]
+    public async Task When_full_the_oldest_unsent_go_and_are_counted()
     {
         for (var i = 1; i <= 5; i++)
         {
@@ -89,11 +109,13 @@ public sealed partial class LogRecordTests : IDisposable
 
         var first = await Take();
         Assert.Equal(["w3", "w4", "w5"], first.Records.Select(r => r.Message));
-        Assert.Equal(2ul, first.Dropped);
+        Assert.Equal(2ul, first.DroppedTotal);
 
-        var next = await _queue.TakeAsync(10, wait: false, CancellationToken.None);
-        Assert.Empty(next.Records);
-        Assert.Equal(0ul, next.Dropped);
+        // Sent but not yet acknowledged: pushed out without counting (the host has most likely seen them).
+        LogGuestWarning(_logger, "w6");
+        var next = await Take(after: 5);
+        Assert.Equal(["w6"], next.Records.Select(r => r.Message));
+        Assert.Equal(2ul, next.DroppedTotal);
     }
 
     [Fact]
@@ -103,31 +125,29 @@ public sealed partial class LogRecordTests : IDisposable
         LogGuestWarning(_logger, "w2");
         LogGuestWarning(_logger, "w3");
 
-        Assert.Equal(["w1", "w2"], (await _queue.TakeAsync(2, wait: true, CancellationToken.None)).Records.Select(r => r.Message));
-        Assert.Equal(["w3"], (await _queue.TakeAsync(2, wait: true, CancellationToken.None)).Records.Select(r => r.Message));
-        Assert.Equal(0, _queue.Count);
+        Assert.Equal(["w1", "w2"], (await _queue.TakeAsync(0, 2, wait: true, CancellationToken.None)).Records.Select(r => r.Message));
+        Assert.Equal(["w3"], (await _queue.TakeAsync(2, 2, wait: true, CancellationToken.None)).Records.Select(r => r.Message));
     }
 
     [Fact]
     public async Task A_waiting_take_answers_when_a_record_arrives_and_can_be_cancelled()
     {
-        var waiting = _queue.TakeAsync(10, wait: true, CancellationToken.None);
+        var waiting = _queue.TakeAsync(0, 10, wait: true, CancellationToken.None);
         Assert.False(waiting.IsCompleted);
         LogGuestWarning(_logger, "late");
         Assert.Equal("late", Assert.Single((await waiting.WaitAsync(Timeout)).Records).Message);
 
         using var cancel = new CancellationTokenSource();
-        var cancelled = _queue.TakeAsync(10, wait: true, cancel.Token);
+        var cancelled = _queue.TakeAsync(1, 10, wait: true, cancel.Token);
         Assert.False(cancelled.IsCompleted);
         await cancel.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled.WaitAsync(Timeout));
 
-        // The cancelled waiter took nothing: the next record is still delivered.
         LogGuestWarning(_logger, "after");
-        Assert.Equal("after", Assert.Single((await Take()).Records).Message);
+        Assert.Equal("after", Assert.Single((await Take(after: 1)).Records).Message);
     }
 
-    private Task<LogRecords> Take() => _queue.TakeAsync(100, wait: true, CancellationToken.None).WaitAsync(Timeout);
+    private Task<LogRecords> Take(ulong after = 0) => _queue.TakeAsync(after, 100, wait: true, CancellationToken.None).WaitAsync(Timeout);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "container {ContainerId}: {Message}")]
     private static partial void LogContainerWarning(ILogger logger, string containerId, string message);

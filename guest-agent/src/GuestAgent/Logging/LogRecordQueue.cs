@@ -3,9 +3,11 @@ using ShimV2.Agent.Protocol.V1;
 namespace ShimV2.GuestAgent.Logging;
 
 /// <summary>
-/// The agent's warnings and errors waiting for the host (GetLogRecords). Bounded: when full, the oldest record
-/// goes and is counted, so a guest that logs in a loop costs a fixed amount of memory and the host learns how
-/// many it missed. Records are kept until taken, also those logged before the host connected.
+/// The agent's warnings and errors waiting for the host (GetLogRecords). Each record gets a sequence number and
+/// stays until the host acknowledges it (a later request's after_sequence): TTRPC has no cancel frame, so an
+/// answer to a call the host gave up on is lost, and must be answered again. Bounded: when full, the oldest
+/// record goes and, if it was never sent, is counted as dropped, so a guest that logs in a loop costs a fixed
+/// amount of memory and the host learns how many it missed. Records logged before the host connected wait too.
 /// </summary>
 internal sealed class LogRecordQueue
 {
@@ -15,7 +17,9 @@ internal sealed class LogRecordQueue
     private readonly Queue<LogRecord> _records = new();
     private readonly int _capacity;
     private TaskCompletionSource _available = NewSignal();
-    private ulong _dropped;
+    private ulong _nextSequence = 1;
+    private ulong _highestSent;
+    private ulong _droppedTotal;
 
     public LogRecordQueue(int capacity = DefaultCapacity)
     {
@@ -23,6 +27,7 @@ internal sealed class LogRecordQueue
         _capacity = capacity;
     }
 
+    /// <summary>Records not yet acknowledged.</summary>
     public int Count
     {
         get
@@ -34,14 +39,15 @@ internal sealed class LogRecordQueue
         }
     }
 
+    /// <summary>Numbers <paramref name="record"/> and queues it.</summary>
     public void Add(LogRecord record)
     {
         lock (_lock)
         {
-            if (_records.Count == _capacity)
+            record.Sequence = _nextSequence++;
+            if (_records.Count == _capacity && _records.Dequeue().Sequence > _highestSent)
             {
-                _records.Dequeue();
-                _dropped++;
+                _droppedTotal++;
             }
 
             _records.Enqueue(record);
@@ -50,10 +56,10 @@ internal sealed class LogRecordQueue
     }
 
     /// <summary>
-    /// Up to <paramref name="max"/> records, oldest first, and how many were dropped since the last take. With
-    /// <paramref name="wait"/>, waits until there is something to answer.
+    /// Forgets the records up to <paramref name="afterSequence"/>, then answers up to <paramref name="max"/> of the
+    /// rest, oldest first. With <paramref name="wait"/>, first waits until there is one.
     /// </summary>
-    public async Task<LogRecords> TakeAsync(int max, bool wait, CancellationToken cancellationToken)
+    public async Task<LogRecords> TakeAsync(ulong afterSequence, int max, bool wait, CancellationToken cancellationToken)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(max, 1);
         while (true)
@@ -61,21 +67,26 @@ internal sealed class LogRecordQueue
             Task available;
             lock (_lock)
             {
-                if (_records.Count > 0 || _dropped > 0 || !wait)
+                while (_records.TryPeek(out var first) && first.Sequence <= afterSequence)
                 {
-                    var answer = new LogRecords { Dropped = _dropped };
-                    while (answer.Records.Count < max && _records.TryDequeue(out var record))
-                    {
-                        answer.Records.Add(record);
-                    }
+                    _records.Dequeue();
+                }
 
-                    _dropped = 0;
-                    if (_records.Count == 0)
+                if (_records.Count > 0 || !wait)
+                {
+                    var answer = new LogRecords { DroppedTotal = _droppedTotal };
+                    answer.Records.AddRange(_records.Take(max));
+                    if (answer.Records.Count > 0)
                     {
-                        _available = NewSignal();
+                        _highestSent = Math.Max(_highestSent, answer.Records[^1].Sequence);
                     }
 
                     return answer;
+                }
+
+                if (_available.Task.IsCompleted)
+                {
+                    _available = NewSignal();
                 }
 
                 available = _available.Task;

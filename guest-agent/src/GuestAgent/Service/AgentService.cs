@@ -661,7 +661,7 @@ internal sealed partial class AgentService
     public Task<LogRecords> GetLogRecordsAsync(GetLogRecordsRequest request, CancellationToken ct)
     {
         var max = request.MaxRecords == 0 ? MaxLogBatch : (int)Math.Min(request.MaxRecords, MaxLogBatch);
-        return _logRecords.TakeAsync(max, wait: !request.NoWait, ct);
+        return _logRecords.TakeAsync(request.AfterSequence, max, wait: !request.NoWait, ct);
     }
 
     // ---- network -------------------------------------------------------------------------------------------
