@@ -39,7 +39,7 @@ public sealed class AgentLogTests(ContainerdFixture fixture, ITestOutputHelper o
             Assert.Single(lines, l => l.Contains(exec, StringComparison.Ordinal) && l.Contains("level=warning", StringComparison.Ordinal));
 
             await c.CtrOkAsync(["tasks", "kill", "-s", "SIGKILL", id]);
-            await events.WaitForAsync(e => e.Topic == "/tasks/exit" && e.ContainerId == id, Ctr.EventTimeout, $"/tasks/exit of {id}");
+            await events.WaitForAsync(e => e.Topic == "/tasks/exit" && e.ContainerId == id && e.ProcessId == id, Ctr.EventTimeout, $"/tasks/exit of {id}'s init");
             await c.CtrOkAsync(["tasks", "delete", id]);
             await c.CtrOkAsync(["containers", "delete", id]);
             await HostState.AssertNothingLeftAsync(c, id);
