@@ -81,4 +81,7 @@ public sealed class AgentClient(TtrpcClient connection)
 
     public Task<UpdateRoutesResponse> UpdateRoutesAsync(UpdateRoutesRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
         Connection.CallAsync<UpdateRoutesRequest, UpdateRoutesResponse>(ServiceName, "UpdateRoutes", request, options, cancellationToken);
+
+    public Task<LogRecords> GetLogRecordsAsync(GetLogRecordsRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
+        Connection.CallAsync<GetLogRecordsRequest, LogRecords>(ServiceName, "GetLogRecords", request, options, cancellationToken);
 }

@@ -157,6 +157,21 @@ public sealed class ContainerPlannerTests : IDisposable
         Assert.Contains(plan.Warnings, w => w.Contains("hostname", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public void Apparmor_profile_and_selinux_label_are_not_applied_and_say_so()
+    {
+        var spec = Ctr();
+        spec.Process!.ApparmorProfile = "cri-containerd.apparmor.d";
+        spec.Process.SelinuxLabel = "system_u:system_r:container_t:s0";
+        var plan = ContainerPlanner.PlanCreate(spec, "/r", false, null, Context());
+        Assert.Contains(plan.Warnings, w => w.StartsWith("AppArmor profile \"cri-containerd.apparmor.d\" not applied", StringComparison.Ordinal));
+        Assert.Contains(plan.Warnings, w => w.StartsWith("SELinux label \"system_u:system_r:container_t:s0\" not applied", StringComparison.Ordinal));
+        Assert.DoesNotContain(ContainerPlanner.PlanCreate(Ctr(), "/r", false, null, Context()).Warnings, w => w.Contains("AppArmor", StringComparison.Ordinal));
+
+        var exec = OciJson.ParseProcess("""{"args":["ps"],"apparmorProfile":"custom"}"""u8);
+        Assert.Contains(ContainerPlanner.PlanExec(123, Libc.CLONE_NEWNS, exec, terminal: false).Warnings, w => w.Contains("AppArmor profile \"custom\"", StringComparison.Ordinal));
+    }
+
     [Theory]
     [InlineData("user", "user namespaces are not supported")]
     [InlineData("bogus", "unknown namespace type \"bogus\"")]

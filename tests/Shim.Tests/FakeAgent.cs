@@ -8,9 +8,33 @@ using ShimV2.Ttrpc;
 namespace ShimV2.Shim.Tests;
 
 /// <summary>A scripted guest agent served over real TTRPC: the unit seam under the task service.</summary>
-internal sealed class FakeAgent
+internal sealed class FakeAgent(bool serveLogRecords = true)
 {
+    private readonly Lock _logLock = new();
+    private readonly List<LogRecord> _log = [];
+    private TaskCompletionSource _logAdded = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _nextPid = 100;
+
+    /// <summary>Every GetLogRecords request, in order.</summary>
+    public ConcurrentQueue<GetLogRecordsRequest> LogRequests { get; } = new();
+
+    /// <summary>What GetLogRecords reports as dropped_total.</summary>
+    public ulong LogDroppedTotal { get; set; }
+
+    /// <summary>Answers include the records already acknowledged (as a lost answer comes again).</summary>
+    public bool IgnoreLogAcknowledgements { get; set; }
+
+    /// <summary>Logs a record in the "guest": numbered 1, 2, ... as the agent does.</summary>
+    public void AddLogRecord(LogRecord record)
+    {
+        lock (_logLock)
+        {
+            record.Sequence = (ulong)_log.Count + 1;
+            _log.Add(record);
+            _logAdded.TrySetResult();
+            _logAdded = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+    }
 
     public ConcurrentDictionary<string, GuestProcess> Processes { get; } = new(StringComparer.Ordinal);
 
@@ -18,7 +42,41 @@ internal sealed class FakeAgent
 
     public GuestProcess Process(string containerId, string execId = "") => Processes[$"{containerId}/{execId}"];
 
-    public TtrpcServiceDefinition Definition() =>
+    public TtrpcServiceDefinition Definition()
+    {
+        var builder = Builder();
+        if (serveLogRecords)
+        {
+            builder.AddUnary<GetLogRecordsRequest, LogRecords>("GetLogRecords", GetLogRecordsAsync);
+        }
+
+        return builder.Build();
+    }
+
+    private async Task<LogRecords> GetLogRecordsAsync(GetLogRecordsRequest request, TtrpcCallContext context)
+    {
+        LogRequests.Enqueue(request);
+        while (true)
+        {
+            Task added;
+            lock (_logLock)
+            {
+                if (request.NoWait || _log.Exists(r => r.Sequence > request.AfterSequence))
+                {
+                    var after = IgnoreLogAcknowledgements ? 0 : request.AfterSequence;
+                    var answer = new LogRecords { DroppedTotal = LogDroppedTotal };
+                    answer.Records.AddRange(_log.Where(r => r.Sequence > after));
+                    return answer;
+                }
+
+                added = _logAdded.Task;
+            }
+
+            await added.WaitAsync(context.CancellationToken);
+        }
+    }
+
+    private TtrpcServiceDefinition.Builder Builder() =>
         TtrpcServiceDefinition.Create(AgentReflection.Descriptor.Services[0])
             .AddUnary<CheckRequest, CheckResponse>("Check", (r, c) => Task.FromResult(new CheckResponse()))
             .AddUnary<CreateContainerRequest, CreateContainerResponse>("CreateContainer", (r, c) =>
@@ -115,8 +173,7 @@ internal sealed class FakeAgent
             {
                 Calls.Enqueue($"update {r.ContainerId} {r.ResourcesJson.ToStringUtf8()}");
                 return Task.FromResult(new Empty());
-            })
-            .Build();
+            });
 
     private GuestProcess Add(string containerId, string execId)
     {

@@ -25,7 +25,9 @@ internal static partial class Program
     {
         var debug = Environment.GetEnvironmentVariable("CSHARP_AGENT_DEBUG") == "1";
         s_logProvider = new StderrLoggerProvider(debug ? LogLevel.Debug : LogLevel.Information);
-        using var loggerFactory = new LoggerFactory([s_logProvider]);
+        // Warnings and errors also wait in a queue for the host (GetLogRecords): the console dies with the pod.
+        var logRecords = new LogRecordQueue();
+        using var loggerFactory = new LoggerFactory([s_logProvider, new LogRecordCapture(logRecords)]);
         var logger = s_logger = loggerFactory.CreateLogger("agent");
         var isInit = Environment.ProcessId == 1;
         AppDomain.CurrentDomain.UnhandledException += (_, e) =>
@@ -53,7 +55,7 @@ internal static partial class Program
             TransportKind.VirtioSerial => ["virtio-serial"],
             TransportKind.Vsock => ["vsock"],
             _ => [],
-        });
+        }, logRecords);
         if (isInit)
         {
             agent.PrepareGuest();

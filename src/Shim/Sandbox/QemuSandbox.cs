@@ -17,10 +17,13 @@ public sealed partial class QemuSandbox : ISandbox
     private readonly SemaphoreSlim _resize = new(1, 1);
     private readonly HypervisorConfig _config;
     private readonly PodNetwork? _network;
+    private readonly AgentLogForwarder _agentLog;
     private int _stopped;
 
-    private QemuSandbox(string id, SandboxPaths paths, QemuVm vm, TtrpcClient connection, HypervisorConfig config, PodNetwork? network, ILogger logger)
+    private QemuSandbox(
+        string id, SandboxPaths paths, QemuVm vm, TtrpcClient connection, HypervisorConfig config, PodNetwork? network, AgentLogForwarder agentLog, ILogger logger)
     {
+        _agentLog = agentLog;
         _network = network;
         _config = config;
         BootSize = new SandboxSize(config.VCpus, config.MemoryMiB);
@@ -57,6 +60,7 @@ public sealed partial class QemuSandbox : ISandbox
         QemuVm? vm = null;
         TtrpcClient? connection = null;
         PodNetwork? network = null;
+        AgentLogForwarder? agentLog = null;
         try
         {
             network = ScanNetwork(request, logger);
@@ -111,6 +115,7 @@ public sealed partial class QemuSandbox : ISandbox
 
             var health = await check;
             LogAgentReady(logger, request.SandboxId, health.KernelRelease, health.AgentVersion);
+            agentLog = AgentLogForwarder.Start(agent, request.SandboxId, loggerFactory.CreateLogger<AgentLogForwarder>());
 
             await agent.CreateSandboxAsync(
                 new ShimV2.Agent.Protocol.V1.CreateSandboxRequest
@@ -135,11 +140,16 @@ public sealed partial class QemuSandbox : ISandbox
                 await agent.UpdateRoutesAsync(routes, null, boot.Token);
             }
 
-            return new QemuSandbox(request.SandboxId, paths, vm, connection, config, network, logger);
+            return new QemuSandbox(request.SandboxId, paths, vm, connection, config, network, agentLog, logger);
         }
         catch (Exception e)
         {
             LogLaunchFailed(logger, request.SandboxId, e.Message);
+            if (agentLog is not null)
+            {
+                await agentLog.StopAsync();
+            }
+
             if (connection is not null)
             {
                 await connection.DisposeAsync();
@@ -220,6 +230,8 @@ public sealed partial class QemuSandbox : ISandbox
             LogAgentGone(_logger, Id, e.Message);
         }
 
+        // After DestroySandbox, so what it logged in the guest reaches containerd's log too.
+        await _agentLog.StopAsync();
         await _connection.DisposeAsync();
         await _vm.StopAsync(TimeSpan.FromSeconds(3), cancellationToken);
         Unwire(_network, _logger, Id);

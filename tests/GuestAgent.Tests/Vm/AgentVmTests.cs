@@ -201,6 +201,34 @@ public sealed class AgentVmTests(AgentVm vm, Xunit.Abstractions.ITestOutputHelpe
         await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = id });
     }
 
+    /// <summary>The guest applies no AppArmor profile: the agent's warning is a log record for the host, tagged with the
+    /// container by its id (not in the text), and records stay until acknowledged.</summary>
+    [VmFact]
+    public async Task A_spec_field_the_guest_cannot_honour_is_a_log_record_for_the_host()
+    {
+        var (id, _) = await vm.CreateAsync(["true"], edit: spec => spec["process"]!["apparmorProfile"] = "vm-test-profile");
+        using var timeout = new CancellationTokenSource(CallTimeout);
+        ulong after = 0;
+        LogRecord? found = null;
+        while (found is null)
+        {
+            var batch = await vm.Agent!.GetLogRecordsAsync(new GetLogRecordsRequest { AfterSequence = after }, null, timeout.Token);
+            found = batch.Records.FirstOrDefault(r => r.ContainerId == id);
+            after = batch.Records.Count > 0 ? batch.Records[^1].Sequence : after;
+        }
+
+        Assert.Equal(GuestLogLevel.Warning, found.Level);
+        Assert.Equal("", found.ExecId);
+        Assert.Equal("service", found.Category);
+        Assert.StartsWith("AppArmor profile \"vm-test-profile\" not applied", found.Message, StringComparison.Ordinal);
+        Assert.InRange(found.TimeUnixNano, DateTimeOffset.UtcNow.AddMinutes(-10).ToUnixTimeMilliseconds() * 1_000_000, long.MaxValue);
+
+        // Acknowledged: not answered again.
+        var rest = await vm.Agent!.GetLogRecordsAsync(new GetLogRecordsRequest { AfterSequence = after, NoWait = true }, null, timeout.Token);
+        Assert.DoesNotContain(rest.Records, r => r.ContainerId == id);
+        await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = id });
+    }
+
     [VmFact]
     public async Task Seccomp_profile_filters_the_container_and_its_execs()
     {

@@ -402,6 +402,17 @@ internal static class ContainerPlanner
             ins.NoNewPrivs();
         }
 
+        // runc would apply these on exec; the guest loads no LSM policy, so say so rather than ignore them silently.
+        if (!string.IsNullOrEmpty(process.ApparmorProfile))
+        {
+            warnings.Add($"AppArmor profile \"{process.ApparmorProfile}\" not applied: the guest loads no AppArmor policy (the VM is the isolation boundary)");
+        }
+
+        if (!string.IsNullOrEmpty(process.SelinuxLabel))
+        {
+            warnings.Add($"SELinux label \"{process.SelinuxLabel}\" not applied: the guest loads no SELinux policy (the VM is the isolation boundary)");
+        }
+
         if (seccomp != null)
         {
             ins.Seccomp(seccomp.Flags, seccomp.Program);

@@ -9,6 +9,7 @@ using ShimV2.GuestAgent.Cgroups;
 using ShimV2.GuestAgent.Containers;
 using ShimV2.GuestAgent.Helper;
 using ShimV2.GuestAgent.Hotplug;
+using ShimV2.GuestAgent.Logging;
 using ShimV2.GuestAgent.Native;
 using ShimV2.GuestAgent.Network;
 using ShimV2.GuestAgent.Oci;
@@ -29,6 +30,9 @@ internal sealed partial class AgentService
     /// <summary>Largest ReadStdout/ReadStderr answer: well under the 4 MiB TTRPC frame limit.</summary>
     private const int MaxReadChunk = OutputStream.MaxChunk;
 
+    /// <summary>Most log records per GetLogRecords answer (each at most 4096 characters): far below a TTRPC frame.</summary>
+    private const int MaxLogBatch = 128;
+
     private readonly AgentOptions _options;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<string, Container> _containers = new(StringComparer.Ordinal);
@@ -40,14 +44,16 @@ internal sealed partial class AgentService
     private readonly TaskCompletionSource _destroyed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CpuMemOnliner _onliner = new();
     private readonly Func<IReadOnlyList<string>> _transports;
+    private readonly LogRecordQueue _logRecords;
     private string? _sandboxId;
     private string? _sharePath;
 
-    public AgentService(AgentOptions options, ILogger logger, Func<IReadOnlyList<string>> transports)
+    public AgentService(AgentOptions options, ILogger logger, Func<IReadOnlyList<string>> transports, LogRecordQueue logRecords)
     {
         _options = options;
         _logger = logger;
         _transports = transports;
+        _logRecords = logRecords;
     }
 
     /// <summary>One-time guest setup: hot-plugged memory comes online by itself.</summary>
@@ -55,7 +61,7 @@ internal sealed partial class AgentService
     {
         if (!_onliner.EnableMemoryAutoOnline())
         {
-            LogWarning(_logger, "guest", "hot-plugged memory will not come online by itself (no memory/auto_online_blocks)");
+            LogGuestWarning(_logger, "hot-plugged memory will not come online by itself (no memory/auto_online_blocks)");
         }
     }
 
@@ -90,6 +96,7 @@ internal sealed partial class AgentService
         Add<GetOomEventRequest, OomEvent>(b, "GetOomEvent", GetOomEventAsync);
         Add<Interface, Interface>(b, "UpdateInterface", UpdateInterfaceAsync);
         Add<UpdateRoutesRequest, UpdateRoutesResponse>(b, "UpdateRoutes", UpdateRoutesAsync);
+        Add<GetLogRecordsRequest, LogRecords>(b, "GetLogRecords", GetLogRecordsAsync);
         return b.Build();
     }
 
@@ -171,7 +178,7 @@ internal sealed partial class AgentService
             }
             catch (Exception e) when (e is AgentException or IOException)
             {
-                LogCleanupFailed(_logger, id, e.Message);
+                LogContainerCleanupFailed(_logger, id, "the container", e.Message);
             }
         }
 
@@ -259,7 +266,7 @@ internal sealed partial class AgentService
             }
             else if (settings.Count > 0)
             {
-                LogWarning(_logger, id, "the guest has no cgroup v2: resource limits are not applied");
+                LogContainerWarning(_logger, id, "the guest has no cgroup v2: resource limits are not applied");
             }
 
             stdio = ProcessStdio.Create(request.Terminal, request.Stdin, request.Stdout, request.Stderr, spec.Process?.ConsoleSize);
@@ -270,7 +277,7 @@ internal sealed partial class AgentService
             });
             foreach (var warning in plan.Warnings)
             {
-                LogWarning(_logger, id, warning);
+                LogContainerWarning(_logger, id, warning);
             }
 
             if (_logger.IsEnabled(LogLevel.Debug))
@@ -370,7 +377,7 @@ internal sealed partial class AgentService
                 .ContinueWith(t => t.IsCompletedSuccessfully, CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
             if (!exited)
             {
-                LogWarning(_logger, container.Id, $"processes still running {_options.KillTimeout.TotalSeconds:0} s after SIGKILL");
+                LogContainerWarning(_logger, container.Id, $"processes still running {_options.KillTimeout.TotalSeconds:0} s after SIGKILL");
             }
 
             container.Oom?.Dispose();
@@ -430,7 +437,7 @@ internal sealed partial class AgentService
             var plan = ContainerPlanner.PlanExec(container.Init.Pid, container.NamespaceFlags, process, request.Terminal, container.Seccomp);
             foreach (var warning in plan.Warnings)
             {
-                LogWarning(_logger, $"{container.Id}/{execId}", warning);
+                LogExecWarning(_logger, container.Id, execId, warning);
             }
 
             var cgroup = container.Cgroup;
@@ -651,6 +658,12 @@ internal sealed partial class AgentService
         return new OomEvent { ContainerId = id };
     }
 
+    public Task<LogRecords> GetLogRecordsAsync(GetLogRecordsRequest request, CancellationToken ct)
+    {
+        var max = request.MaxRecords == 0 ? MaxLogBatch : (int)Math.Min(request.MaxRecords, MaxLogBatch);
+        return _logRecords.TakeAsync(request.AfterSequence, max, wait: !request.NoWait, ct);
+    }
+
     // ---- network -------------------------------------------------------------------------------------------
 
     public async Task<Interface> UpdateInterfaceAsync(Interface request, CancellationToken ct)
@@ -792,14 +805,14 @@ internal sealed partial class AgentService
         {
             if (!cgroup.WaitEmpty(_options.KillTimeout))
             {
-                LogWarning(_logger, id, $"cgroup {cgroup.Path} still has processes");
+                LogContainerWarning(_logger, id, $"cgroup {cgroup.Path} still has processes");
             }
 
             cgroup.Remove();
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            LogCleanupFailed(_logger, cgroup.Path, e.Message);
+            LogContainerCleanupFailed(_logger, id, $"cgroup {cgroup.Path}", e.Message);
         }
     }
 
@@ -848,11 +861,22 @@ internal sealed partial class AgentService
     [LoggerMessage(Level = LogLevel.Information, Message = "onlined {Cpus} cpu(s) and {Blocks} memory block(s)")]
     private static partial void LogOnlined(ILogger logger, int cpus, int blocks);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "container {Id}: OOM kill")]
-    private static partial void LogOom(ILogger logger, string id);
+    // Warnings about one container name it with a ContainerId (and ExecId) parameter and start with the
+    // "container {ContainerId}: " / "exec {ContainerId}/{ExecId}: " prefix: LogRecordCapture relies on both.
+    [LoggerMessage(Level = LogLevel.Warning, Message = "container {ContainerId}: OOM kill")]
+    private static partial void LogOom(ILogger logger, string containerId);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "{Id}: {Message}")]
-    private static partial void LogWarning(ILogger logger, string id, string message);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "container {ContainerId}: {Message}")]
+    private static partial void LogContainerWarning(ILogger logger, string containerId, string message);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "exec {ContainerId}/{ExecId}: {Message}")]
+    private static partial void LogExecWarning(ILogger logger, string containerId, string execId, string message);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Message}")]
+    private static partial void LogGuestWarning(ILogger logger, string message);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "container {ContainerId}: cleanup of {What} failed: {Reason}")]
+    private static partial void LogContainerCleanupFailed(ILogger logger, string containerId, string what, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "cleanup of {What} failed: {Reason}")]
     private static partial void LogCleanupFailed(ILogger logger, string what, string reason);
