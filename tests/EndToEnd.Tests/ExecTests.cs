@@ -16,6 +16,7 @@ public sealed class ExecContainer : SharedContainer
 [Collection(ContainerdCollection.Name)]
 public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, ITestOutputHelper output) : IClassFixture<ExecContainer>
 {
+    [Trait("containerd", "all")]
     [E2EFact]
     public Task Exec_prints_output_and_returns_its_exit_code() => Scenario.RunAsync(fixture, output, async s =>
     {
@@ -32,6 +33,7 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
 
     /// <summary>`ctr task exec -t` on a pty of 24x80: the guest's `stty size` sees 24 80 (the resize ctr sends right
     /// after start), then 40 100 after the test resizes the pty (SIGWINCH → ctr → ResizePty).</summary>
+    [Trait("containerd", "all")]
     [E2EFact]
     public Task Exec_tty_sees_the_terminal_size_and_its_resize() => Scenario.RunAsync(fixture, output, async s =>
     {
@@ -42,7 +44,7 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
             "until [ \"$(stty size)\" = '24 80' ]; do sleep 0.1; done; echo \"initial-$(stty size | tr ' ' x)\"; "
             + "while [ \"$(stty size)\" = '24 80' ]; do sleep 0.1; done; echo \"resized-$(stty size | tr ' ' x)\"; exit 7";
         await using var pty = Pty.Open(24, 80);
-        var ctr = pty.Start("ctr", s.Containerd.CtrPrefix.Concat(["tasks", "exec", "-t", "--exec-id", "tty1", id, "sh", "-c", script]), s.Write);
+        var ctr = pty.Start(s.Containerd.CtrPath, s.Containerd.CtrPrefix.Concat(["tasks", "exec", "-t", "--exec-id", "tty1", id, "sh", "-c", script]), s.Write);
 
         await Eventually.TrueAsync(() => pty.Output.Contains("initial-24x80", StringComparison.Ordinal) || ctr.HasExited,
             TimeSpan.FromSeconds(60), () => $"the guest never saw 24x80; terminal so far: {pty.Output}");
@@ -67,7 +69,7 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
         await using var events = await s.EventsAsync();
         const string script = "echo ready; cat; echo cat-ended; trap 'echo interrupted; exit 9' INT; echo waiting; while :; do sleep 1; done";
         await using var pty = Pty.Open(24, 80);
-        var ctr = pty.Start("ctr", s.Containerd.CtrPrefix.Concat(["tasks", "exec", "-t", "--exec-id", "keys", id, "sh", "-c", script]), s.Write);
+        var ctr = pty.Start(s.Containerd.CtrPath, s.Containerd.CtrPrefix.Concat(["tasks", "exec", "-t", "--exec-id", "keys", id, "sh", "-c", script]), s.Write);
 
         // Typed only once the guest shell runs: ctr has made its terminal raw by then, so the keys go through it.
         await Eventually.TrueAsync(() => pty.Output.Contains("ready", StringComparison.Ordinal) || ctr.HasExited,
@@ -90,6 +92,7 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
 
     /// <summary>N MiB of random bytes through `ctr task exec ... cat`: the same bytes come back (sha256), and cat
     /// ends because ctr's CloseIO at the end of its stdin gives it EOF.</summary>
+    [Trait("containerd", "all")]
     [E2ETheory]
     [InlineData(1)]
     [InlineData(100)]
@@ -117,6 +120,7 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
     });
 
     /// <summary>CloseIO: the process reads to EOF after what was sent (3 bytes), and with nothing sent at all.</summary>
+    [Trait("containerd", "all")]
     [E2EFact]
     public Task CloseIO_gives_the_process_eof() => Scenario.RunAsync(fixture, output, async s =>
     {
@@ -142,6 +146,7 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
     });
 
     /// <summary>`ctr task kill -s SIGUSR1 --exec-id`: the exec'd sleep dies of it (128+10); the init lives on.</summary>
+    [Trait("containerd", "all")]
     [E2EFact]
     public Task Kill_with_a_signal_reaches_one_exec() => Scenario.RunAsync(fixture, output, async s =>
     {
@@ -189,6 +194,7 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
             Ctr.EventTimeout);
     });
 
+    [Trait("containerd", "all")]
     [E2EFact]
     public Task Pause_shows_paused_and_resume_runs_again() => Scenario.RunAsync(fixture, output, async s =>
     {
@@ -209,6 +215,7 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
     });
 
     /// <summary>`ctr task metrics` before and after a CPU-bound exec: the container's CPU usage grows.</summary>
+    [Trait("containerd", "all")]
     [E2EFact]
     public Task Metrics_show_cpu_usage_growing() => Scenario.RunAsync(fixture, output, async s =>
     {
