@@ -124,7 +124,12 @@ ensure_containerd_versions() {
   local rc=0
   (
     export DEBIAN_FRONTEND=noninteractive
-    if _ensure_apt_sources || ! apt-cache show "containerd=${SHIMV2_CONTAINERD_SOURCES[${missing[0]}]#* }" >/dev/null 2>&1; then
+    local need_update=0
+    _ensure_apt_sources && need_update=1
+    for series in "${missing[@]}"; do
+      apt-cache show "containerd=${SHIMV2_CONTAINERD_SOURCES[$series]#* }" >/dev/null 2>&1 || need_update=1
+    done
+    if (( need_update )); then
       run_quiet "apt-get update" apt-get update -q || exit 1
     fi
     for series in "${missing[@]}"; do
