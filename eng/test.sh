@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Builds everything (eng/build.sh) and runs every test project of ShimV2.sln (unit + end-to-end).
-# The end-to-end tests start their own private containerd and use artifacts/ (bin, guest, config).
+# Builds everything (eng/build.sh) and runs every test project of ShimV2.sln (unit + end-to-end, the end-to-end
+# ones against Debian bookworm's containerd 1.6), then the end-to-end subset marked [Trait("containerd", "all")]
+# again against containerd 1.7 and 2.1 (fetched into a private cache by eng/lib/containerd-versions.sh, never
+# installed). The end-to-end tests start their own private containerd and use artifacts/ (bin, guest, config).
 # Prints a summary line "N passed, N failed, N skipped"; exits non-zero when a test fails or nothing ran.
 # usage: eng/test.sh [--no-build] [extra dotnet test args, e.g. --filter FullyQualifiedName~EndToEnd]
 #   E2E_RUNTIME=io.containerd.runc.v2 runs the end-to-end tests against runc (harness self-check).
+#   E2E_OTHER_CONTAINERDS="1.7 2.1": the containerd series the subset also runs against ("" = none); the
+#   default is "1.7 2.1" without extra args, none with them (a --filter run is about what it names).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/containerd.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/containerd-versions.sh"
 cd "$REPO_ROOT"
 
 if [[ "${1:-}" == --no-build ]]; then shift; else "$REPO_ROOT/eng/build.sh"; fi
+if (( $# > 0 )); then other_containerds="${E2E_OTHER_CONTAINERDS-}"; else other_containerds="${E2E_OTHER_CONTAINERDS-1.7 2.1}"; fi
+[[ -z "$other_containerds" ]] || ensure_containerd_versions
 
 # The guest agent's VM tests boot the image eng/build.sh made (they default to artifacts/guest-image).
 export CSHARP_GUEST_IMAGE="${CSHARP_GUEST_IMAGE:-$ARTIFACTS/guest}"
@@ -26,8 +33,23 @@ timeout -s KILL "${TEST_TIMEOUT:-1800}" \
     --results-directory "$results" --logger "trx" --logger "console;verbosity=minimal" \
     --blame-hang-timeout "${TEST_HANG_TIMEOUT:-15m}" --blame-hang-dump-type none \
     "$@" || rc=$?
-secs=$(( ($(now_ms) - t0) / 1000 ))
+pass_times="ShimV2.sln (containerd 1.6): $(( ($(now_ms) - t0) / 1000 )) s"
 containerd_reap_stale
+
+# The subset on the other containerd versions, each against its own private containerd, each with its own TRX.
+for series in $other_containerds; do
+  t1=$(now_ms)
+  echo
+  echo "==> end-to-end subset against containerd $series ($(containerd_series_version "$(containerd_bin_dir "$series")"))"
+  E2E_CONTAINERD="$series" timeout -s KILL "${TEST_SUBSET_TIMEOUT:-900}" \
+    dotnet test tests/EndToEnd.Tests -c Release --no-build --nologo --filter "containerd=all" \
+      --results-directory "$results" --logger "trx;LogFileName=e2e-containerd-$series.trx" \
+      --logger "console;verbosity=minimal" \
+      --blame-hang-timeout "${TEST_HANG_TIMEOUT:-15m}" --blame-hang-dump-type none || rc=$?
+  pass_times+=", containerd $series subset: $(( ($(now_ms) - t1) / 1000 )) s"
+  containerd_reap_stale
+done
+secs=$(( ($(now_ms) - t0) / 1000 ))
 
 # Summary from the TRX files (one per test assembly).
 passed=0 failed=0 skipped=0 total=0 files=0
@@ -43,7 +65,8 @@ for trx in "$results"/*.trx; do
   for k in error timeout aborted; do v="$(get $k)"; failed=$((failed + ${v:-0})); done
 done
 echo
-echo "Test results: $files assemblies, $total tests in ${secs} s (TRX files in $results)"
+echo "Test results: $files test runs, $total tests in ${secs} s (TRX files in $results)"
+echo "Passes: $pass_times"
 echo "$passed passed, $failed failed, $skipped skipped"
 if (( rc == 0 && total == 0 )); then
   echo "ERROR: no test ran" >&2

@@ -3,8 +3,14 @@
 # containerd: its own root, state, sockets and config live in a temp dir, and it finds our shim through PATH
 # (artifacts/bin first). Source it, then:
 #
-#   containerd_start            # sets CTRD_DIR, CTRD_SOCK, CTRD_PID, CTRD_LOG; returns once `ctr version` answers
-#                               # (CTRD_DIR_TEMPLATE: mktemp template of the dir, default /tmp/csharp-ctrd.XXXXXX;
+#   containerd_start            # sets CTRD_DIR, CTRD_SOCK, CTRD_PID, CTRD_LOG, CTRD_CTR (that version's ctr) and
+#                               # CTRD_VERSION; returns once `ctr version` answers
+#                               # (CTRD_BIN_DIR: the directory of the containerd and ctr to run, default the ones on
+#                               #  PATH, i.e. Debian's 1.6; containerd-versions.sh's containerd_bin_dir 1.7|2.1 gives
+#                               #  the others. 2.x gets a version 3 config, 1.x version 2;
+#                               #  CTRD_CRI_STANZA: a TOML file appended to the config, with the CRI plugins then
+#                               #  left enabled (to check that a version loads a CRI runtime stanza);
+#                               #  CTRD_DIR_TEMPLATE: mktemp template of the dir, default /tmp/csharp-ctrd.XXXXXX;
 #                               #  CTRD_OWNER_PID: the process whose death makes the dir stale, default this shell;
 #                               #  CTRD_PATH_PREFIX: directories put before artifacts/bin on containerd's PATH)
 #   ctrd [ctr args...]          # ctr against the private containerd (namespace $CTRD_NS, default "default")
@@ -28,19 +34,21 @@ SHIM_SANDBOX_ROOT="${SHIM_SANDBOX_ROOT:-/run/containerd-shim-csharp}"
 # Where containerd 1.6 shims (runc's convention) put their sockets.
 SHIM_SOCKET_DIR="${SHIM_SOCKET_DIR:-/run/containerd/s}"
 
-containerd_start() {
-  command -v containerd >/dev/null || die "containerd is not installed"
-  command -v ctr >/dev/null || die "ctr is not installed"
-  [[ -z "${CTRD_DIR:-}" ]] || die "containerd_start: a private containerd is already running in $CTRD_DIR"
-  CTRD_DIR="$(mktemp -d "${CTRD_DIR_TEMPLATE:-/tmp/csharp-ctrd.XXXXXX}")"
-  CTRD_SOCK="$CTRD_DIR/containerd.sock"
-  CTRD_LOG="$CTRD_DIR/containerd.log"
-  export CTRD_DIR CTRD_SOCK CTRD_LOG
-  cat >"$CTRD_DIR/config.toml" <<TOML
-version = 2
+# _containerd_config VERSION: the config of a private containerd of that version (x.y.z) on stdout.
+# 1.x reads config version 2; 2.x reads version 3 (it would migrate a version 2 file on every start, and its CRI
+# is three plugins there: the grpc service, io.containerd.cri.v1.runtime and .images, all disabled here).
+_containerd_config() {
+  local version="$1" config_version=2 disabled='"io.containerd.grpc.v1.cri"'
+  if [[ "$version" != 1.* ]]; then
+    config_version=3
+    disabled='"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images", "io.containerd.podsandbox.controller.v1.podsandbox"'
+  fi
+  [[ -n "${CTRD_CRI_STANZA:-}" ]] && disabled=""
+  cat <<TOML
+version = $config_version
 root = "$CTRD_DIR/root"
 state = "$CTRD_DIR/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = [$disabled]
 
 [grpc]
   address = "$CTRD_SOCK"
@@ -58,15 +66,42 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [plugins."io.containerd.internal.v1.opt"]
   path = "$CTRD_DIR/opt"
 TOML
-  local path="${CTRD_PATH_PREFIX:+$CTRD_PATH_PREFIX:}$ARTIFACTS/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+  if [[ -n "${CTRD_CRI_STANZA:-}" ]]; then
+    echo
+    cat "$CTRD_CRI_STANZA"
+  fi
+}
+
+containerd_start() {
+  local containerd=containerd
+  CTRD_CTR=ctr
+  if [[ -n "${CTRD_BIN_DIR:-}" ]]; then
+    containerd="$CTRD_BIN_DIR/containerd" CTRD_CTR="$CTRD_BIN_DIR/ctr"
+    [[ -x "$containerd" && -x "$CTRD_CTR" ]] || die "no containerd and ctr in CTRD_BIN_DIR=$CTRD_BIN_DIR"
+  fi
+  command -v "$containerd" >/dev/null || die "containerd is not installed"
+  command -v "$CTRD_CTR" >/dev/null || die "ctr is not installed"
+  CTRD_CTR="$(command -v "$CTRD_CTR")"
+  [[ -z "${CTRD_DIR:-}" ]] || die "containerd_start: a private containerd is already running in $CTRD_DIR"
+  CTRD_VERSION="$("$containerd" --version | awk '{ v = $3; sub(/[~+].*/, "", v); print v; exit }')"
+  [[ "$CTRD_VERSION" =~ ^[0-9]+\.[0-9]+ ]] || die "cannot tell the version of $containerd: $("$containerd" --version 2>&1)"
+  CTRD_DIR="$(mktemp -d "${CTRD_DIR_TEMPLATE:-/tmp/csharp-ctrd.XXXXXX}")"
+  CTRD_SOCK="$CTRD_DIR/containerd.sock"
+  CTRD_LOG="$CTRD_DIR/containerd.log"
+  export CTRD_DIR CTRD_SOCK CTRD_LOG CTRD_CTR CTRD_VERSION
+  _containerd_config "$CTRD_VERSION" >"$CTRD_DIR/config.toml"
+  # containerd_stop (and containerd_reap_stale, which knows only the dir) use this version's ctr.
+  ln -s "$CTRD_CTR" "$CTRD_DIR/ctr"
+  # The version's own directory first: its containerd-shim-runc-v2 is the one that matches it.
+  local path="${CTRD_PATH_PREFIX:+$CTRD_PATH_PREFIX:}${CTRD_BIN_DIR:+$CTRD_BIN_DIR:}$ARTIFACTS/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
   # setsid: containerd gets its own session, so a terminal's ^C reaches only us and our trap cleans up.
-  PATH="$path" setsid containerd --config "$CTRD_DIR/config.toml" >"$CTRD_LOG" 2>&1 </dev/null &
+  PATH="$path" setsid "$containerd" --config "$CTRD_DIR/config.toml" >"$CTRD_LOG" 2>&1 </dev/null &
   CTRD_PID=$!
   export CTRD_PID
   echo "$CTRD_PID" >"$CTRD_DIR/containerd.pid"
   echo "${CTRD_OWNER_PID:-$$}" >"$CTRD_DIR/owner.pid"
   local deadline=$(( $(now_ms) + 30000 ))
-  until ctr --address "$CTRD_SOCK" version >/dev/null 2>&1; do
+  until "$CTRD_CTR" --address "$CTRD_SOCK" version >/dev/null 2>&1; do
     if ! kill -0 "$CTRD_PID" 2>/dev/null; then
       tail -n 50 "$CTRD_LOG" >&2
       die "containerd exited during startup (log above, $CTRD_LOG)"
@@ -79,7 +114,7 @@ TOML
   done
 }
 
-ctrd() { ctr --address "$CTRD_SOCK" --namespace "$CTRD_NS" "$@"; }
+ctrd() { "${CTRD_CTR:-ctr}" --address "$CTRD_SOCK" --namespace "$CTRD_NS" "$@"; }
 
 import_busybox() {
   local ref="${1:-$BUSYBOX_IMAGE_REF_DEFAULT}"
@@ -137,16 +172,17 @@ _unmount_under() {
 
 containerd_stop() {
   [[ -n "${CTRD_DIR:-}" ]] || return 0
-  local dir="$CTRD_DIR" ids=() ns id
+  local dir="$CTRD_DIR" ids=() ns id ctr="${CTRD_CTR:-ctr}"
+  [[ -x "$CTRD_DIR/ctr" ]] && ctr="$CTRD_DIR/ctr"
   if [[ -n "${CTRD_PID:-}" ]] && kill -0 "$CTRD_PID" 2>/dev/null; then
     # Give shims a chance to clean up their own VMs: kill and delete what is left, briefly.
-    local nss; nss="$(timeout -s KILL 5 ctr --address "$CTRD_SOCK" namespaces ls -q 2>/dev/null)" || nss=""
+    local nss; nss="$(timeout -s KILL 5 "$ctr" --address "$CTRD_SOCK" namespaces ls -q 2>/dev/null)" || nss=""
     for ns in $nss; do
-      for id in $(timeout -s KILL 5 ctr --address "$CTRD_SOCK" -n "$ns" containers ls -q 2>/dev/null); do
+      for id in $(timeout -s KILL 5 "$ctr" --address "$CTRD_SOCK" -n "$ns" containers ls -q 2>/dev/null); do
         ids+=("$ns/$id")
-        timeout -s KILL 10 ctr --address "$CTRD_SOCK" -n "$ns" tasks kill -s KILL "$id" >/dev/null 2>&1 || true
-        timeout -s KILL 10 ctr --address "$CTRD_SOCK" -n "$ns" tasks delete -f "$id" >/dev/null 2>&1 || true
-        timeout -s KILL 10 ctr --address "$CTRD_SOCK" -n "$ns" containers delete "$id" >/dev/null 2>&1 || true
+        timeout -s KILL 10 "$ctr" --address "$CTRD_SOCK" -n "$ns" tasks kill -s KILL "$id" >/dev/null 2>&1 || true
+        timeout -s KILL 10 "$ctr" --address "$CTRD_SOCK" -n "$ns" tasks delete -f "$id" >/dev/null 2>&1 || true
+        timeout -s KILL 10 "$ctr" --address "$CTRD_SOCK" -n "$ns" containers delete "$id" >/dev/null 2>&1 || true
       done
     done
     kill -TERM "$CTRD_PID" 2>/dev/null || true
@@ -198,7 +234,7 @@ containerd_stop() {
   done
   _unmount_under "$dir"
   rm -rf --one-file-system "$dir" 2>/dev/null || { _unmount_under "$dir"; rm -rf --one-file-system "$dir" || warn "could not remove $dir"; }
-  unset CTRD_DIR CTRD_SOCK CTRD_PID CTRD_LOG
+  unset CTRD_DIR CTRD_SOCK CTRD_PID CTRD_LOG CTRD_CTR CTRD_VERSION
 }
 
 # containerd_reap_stale: stops private containerds (ours and the E2E harness's, /tmp/csharp-ctrd.* and

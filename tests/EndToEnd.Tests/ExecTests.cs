@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 
 namespace ShimV2.EndToEnd.Tests;
 
@@ -16,6 +17,7 @@ public sealed class ExecContainer : SharedContainer
 [Collection(ContainerdCollection.Name)]
 public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, ITestOutputHelper output) : IClassFixture<ExecContainer>
 {
+    [Trait("containerd", "all")]
     [E2EFact]
     public Task Exec_prints_output_and_returns_its_exit_code() => Scenario.RunAsync(fixture, output, async s =>
     {
@@ -32,6 +34,7 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
 
     /// <summary>`ctr task exec -t` on a pty of 24x80: the guest's `stty size` sees 24 80 (the resize ctr sends right
     /// after start), then 40 100 after the test resizes the pty (SIGWINCH → ctr → ResizePty).</summary>
+    [Trait("containerd", "all")]
     [E2EFact]
     public Task Exec_tty_sees_the_terminal_size_and_its_resize() => Scenario.RunAsync(fixture, output, async s =>
     {
@@ -42,7 +45,7 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
             "until [ \"$(stty size)\" = '24 80' ]; do sleep 0.1; done; echo \"initial-$(stty size | tr ' ' x)\"; "
             + "while [ \"$(stty size)\" = '24 80' ]; do sleep 0.1; done; echo \"resized-$(stty size | tr ' ' x)\"; exit 7";
         await using var pty = Pty.Open(24, 80);
-        var ctr = pty.Start("ctr", s.Containerd.CtrPrefix.Concat(["tasks", "exec", "-t", "--exec-id", "tty1", id, "sh", "-c", script]), s.Write);
+        var ctr = pty.Start(s.Containerd.CtrPath, s.Containerd.CtrPrefix.Concat(["tasks", "exec", "-t", "--exec-id", "tty1", id, "sh", "-c", script]), s.Write);
 
         await Eventually.TrueAsync(() => pty.Output.Contains("initial-24x80", StringComparison.Ordinal) || ctr.HasExited,
             TimeSpan.FromSeconds(60), () => $"the guest never saw 24x80; terminal so far: {pty.Output}");
@@ -67,7 +70,7 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
         await using var events = await s.EventsAsync();
         const string script = "echo ready; cat; echo cat-ended; trap 'echo interrupted; exit 9' INT; echo waiting; while :; do sleep 1; done";
         await using var pty = Pty.Open(24, 80);
-        var ctr = pty.Start("ctr", s.Containerd.CtrPrefix.Concat(["tasks", "exec", "-t", "--exec-id", "keys", id, "sh", "-c", script]), s.Write);
+        var ctr = pty.Start(s.Containerd.CtrPath, s.Containerd.CtrPrefix.Concat(["tasks", "exec", "-t", "--exec-id", "keys", id, "sh", "-c", script]), s.Write);
 
         // Typed only once the guest shell runs: ctr has made its terminal raw by then, so the keys go through it.
         await Eventually.TrueAsync(() => pty.Output.Contains("ready", StringComparison.Ordinal) || ctr.HasExited,
@@ -90,6 +93,7 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
 
     /// <summary>N MiB of random bytes through `ctr task exec ... cat`: the same bytes come back (sha256), and cat
     /// ends because ctr's CloseIO at the end of its stdin gives it EOF.</summary>
+    [Trait("containerd", "all")]
     [E2ETheory]
     [InlineData(1)]
     [InlineData(100)]
@@ -117,6 +121,7 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
     });
 
     /// <summary>CloseIO: the process reads to EOF after what was sent (3 bytes), and with nothing sent at all.</summary>
+    [Trait("containerd", "all")]
     [E2EFact]
     public Task CloseIO_gives_the_process_eof() => Scenario.RunAsync(fixture, output, async s =>
     {
@@ -142,6 +147,7 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
     });
 
     /// <summary>`ctr task kill -s SIGUSR1 --exec-id`: the exec'd sleep dies of it (128+10); the init lives on.</summary>
+    [Trait("containerd", "all")]
     [E2EFact]
     public Task Kill_with_a_signal_reaches_one_exec() => Scenario.RunAsync(fixture, output, async s =>
     {
@@ -189,6 +195,7 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
             Ctr.EventTimeout);
     });
 
+    [Trait("containerd", "all")]
     [E2EFact]
     public Task Pause_shows_paused_and_resume_runs_again() => Scenario.RunAsync(fixture, output, async s =>
     {
@@ -209,6 +216,7 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
     });
 
     /// <summary>`ctr task metrics` before and after a CPU-bound exec: the container's CPU usage grows.</summary>
+    [Trait("containerd", "all")]
     [E2EFact]
     public Task Metrics_show_cpu_usage_growing() => Scenario.RunAsync(fixture, output, async s =>
     {
@@ -226,6 +234,113 @@ public sealed class ExecTests(ContainerdFixture fixture, ExecContainer shared, I
         Assert.True(after > before, $"CPU usage did not grow: {before} -> {after}");
         await events.AssertSequenceAsync(id, ["/tasks/exec-added busy", "/tasks/exec-started busy", "/tasks/exit busy 0"], Ctr.EventTimeout);
     });
+
+    /// <summary>
+    /// containerd 2.x runs a container whose SandboxID names a running sandbox in that sandbox's shim without `start`:
+    /// it writes the bundle's `sandbox` and `bootstrap.json`, dials the sandbox shim's address, and sends Create,
+    /// Start, Wait and Delete there, but never runs `start` or `delete` and sends no Shutdown for it. (2.1's `ctr run
+    /// --sandbox` only does so for a sandbox of the sandbox API, which this shim does not serve; CRI only in its
+    /// "shim" sandbox mode.) The same calls here, on the shared pod's shim socket: the container runs in the pod's
+    /// VM, prints, exits, is deleted with its events in order, leaves no mount, and the pod runs on.
+    /// </summary>
+    [Trait("containerd", "all")]
+    [E2EFact]
+    public Task Container_joined_to_the_pod_shim_without_start_runs_and_cleans_up() => Scenario.RunAsync(fixture, output, async s =>
+    {
+        var c = s.Containerd;
+        var pod = await shared.GetAsync(s);
+        await using var events = await s.EventsAsync();
+        var id = s.NewId("joined");
+        var bundle = c.BundleDirectory(id);
+        var fifos = Directory.CreateTempSubdirectory("csharp-e2e-joined-").FullName;
+        var mountTarget = Path.Combine(fifos, "mnt");
+        try
+        {
+            // A snapshot of the image, as containerd prepares one for a new container.
+            using var podSnapshot = JsonDocument.Parse((await c.CtrOkAsync(["snapshots", "info", pod])).Stdout);
+            var parent = podSnapshot.RootElement.GetProperty("Parent").GetString()!;
+            await c.CtrOkAsync(["snapshots", "prepare", id, parent]);
+            var rootfs = ParseMountCommand((await c.CtrOkAsync(["snapshots", "mounts", mountTarget, id])).Stdout);
+
+            // The bundle as containerd 2.x lays it out for a sandboxed container.
+            Directory.CreateDirectory(Path.Combine(bundle, "rootfs"));
+            var spec = JsonNode.Parse(await File.ReadAllTextAsync(Path.Combine(c.BundleDirectory(pod), "config.json")))!;
+            spec["process"]!["args"] = new JsonArray("cat", "/proc/sys/kernel/random/boot_id");
+            spec["process"]!["terminal"] = false;
+            spec["annotations"] = new JsonObject { ["io.kubernetes.cri.sandbox-id"] = pod, ["io.kubernetes.cri.container-type"] = "container" };
+            spec["linux"]!["cgroupsPath"] = $"/{c.Namespace}/{id}";
+            await File.WriteAllTextAsync(Path.Combine(bundle, "config.json"), spec.ToJsonString());
+            await File.WriteAllTextAsync(Path.Combine(bundle, "sandbox"), pod);
+            var podAddress = await File.ReadAllTextAsync(Path.Combine(c.BundleDirectory(pod), "address"));
+            await File.WriteAllTextAsync(Path.Combine(bundle, "bootstrap.json"), $$"""{"version":2,"address":"{{podAddress}}","protocol":"ttrpc"}""");
+            var stdout = Path.Combine(fifos, "stdout");
+            var mkfifo = await HostProcess.RunAsync("mkfifo", [stdout], TimeSpan.FromSeconds(10));
+            Assert.True(mkfifo.ExitCode == 0, mkfifo.ToString());
+            var output = Task.Run(() => File.ReadAllTextAsync(stdout));
+            var shimsBefore = HostState.Processes().Count(p => Path.GetFileName(p.Argv[0]) == "containerd-shim-csharp-v1");
+
+            await using (var shim = await ShimClient.ConnectAsync(c, pod))
+            {
+                var create = new Containerd.Task.V2.CreateTaskRequest { Id = id, Bundle = bundle, Stdout = stdout };
+                create.Rootfs.Add(rootfs);
+                await shim.CallAsync<Containerd.Task.V2.CreateTaskRequest, Containerd.Task.V2.CreateTaskResponse>("Create", create);
+                await shim.CallAsync<Containerd.Task.V2.StartRequest, Containerd.Task.V2.StartResponse>("Start", new() { Id = id });
+                var wait = await shim.CallAsync<Containerd.Task.V2.WaitRequest, Containerd.Task.V2.WaitResponse>("Wait", new() { Id = id });
+                Assert.Equal(0u, wait.ExitStatus);
+                Assert.True(HostState.MountsMentioning(id).Count > 0, "the joined container's rootfs is not mounted while it exists");
+                await shim.CallAsync<Containerd.Task.V2.DeleteRequest, Containerd.Task.V2.DeleteResponse>("Delete", new() { Id = id });
+            }
+
+            // The same kernel as the pod's: it ran in the pod's VM.
+            var podBoot = await c.CtrAsync(Ctr.ExecArgs(pod, "boot-id", "cat", "/proc/sys/kernel/random/boot_id"));
+            Assert.True(podBoot.ExitCode == 0 && podBoot.Stdout.Length > 30, podBoot.ToString());
+            Assert.Equal(podBoot.Stdout, await output.WaitAsync(Ctr.EventTimeout));
+            await events.AssertSequenceAsync(id, ["/tasks/create", "/tasks/start", $"/tasks/exit {id} 0", "/tasks/delete 0"], Ctr.EventTimeout);
+            await events.AssertSequenceAsync(pod, ["/tasks/exec-added boot-id", "/tasks/exec-started boot-id", "/tasks/exit boot-id 0"], Ctr.EventTimeout);
+            Assert.Empty(HostState.MountsMentioning(id));
+            Assert.Equal(shimsBefore, HostState.Processes().Count(p => Path.GetFileName(p.Argv[0]) == "containerd-shim-csharp-v1"));
+            Assert.Equal("RUNNING", (await c.TaskStatusAsync(pod)).Status);
+        }
+        finally
+        {
+            await c.CtrAsync(["snapshots", "rm", id]);
+            if (Directory.Exists(bundle))
+            {
+                Directory.Delete(bundle, recursive: true);
+            }
+
+            Directory.Delete(fifos, recursive: true);
+        }
+    });
+
+    /// <summary>`mount -t overlay overlay /target -o a,b` (ctr snapshots mounts) as a containerd Mount.</summary>
+    private static Containerd.Types.Mount ParseMountCommand(string command)
+    {
+        var words = command.Trim().Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(words.Length >= 5 && words[0] == "mount", $"not a mount command: {command}");
+        var mount = new Containerd.Types.Mount();
+        for (var i = 1; i < words.Length; i++)
+        {
+            switch (words[i])
+            {
+                case "-t":
+                    mount.Type = words[++i];
+                    break;
+                case "-o":
+                    mount.Options.AddRange(words[++i].Split(','));
+                    break;
+                default:
+                    if (mount.Source.Length == 0)
+                    {
+                        mount.Source = words[i];
+                    }
+
+                    break;
+            }
+        }
+
+        return mount;
+    }
 
     /// <summary>Checkpoint is documented as unsupported: the shim answers Unimplemented, which ctr reports as
     /// "not implemented"; the task runs on (ctr pauses it around the attempt and resumes it).</summary>

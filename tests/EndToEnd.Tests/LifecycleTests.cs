@@ -10,6 +10,7 @@ namespace ShimV2.EndToEnd.Tests;
 [Collection(ContainerdCollection.Name)]
 public sealed class LifecycleTests(ContainerdFixture fixture, ITestOutputHelper output)
 {
+    [Trait("containerd", "all")]
     [E2EFact]
     public Task Echo_hello_output_arrives() => Scenario.RunAsync(fixture, output, async s =>
     {
@@ -40,6 +41,7 @@ public sealed class LifecycleTests(ContainerdFixture fixture, ITestOutputHelper 
     /// <summary>SIGTERM (ctr's default) on an exec'd `sleep 1000` → 143; SIGKILL on the init `sleep 1000` → 137.
     /// (A PID 1 without a handler ignores SIGTERM, in a VM as with runc: the init's SIGTERM case is in
     /// <see cref="Two_pods_get_two_vms_and_die_by_their_signals"/>, with a handler.)</summary>
+    [Trait("containerd", "all")]
     [E2EFact]
     public Task Kill_sigterm_and_sigkill_end_sleep_with_128_plus_signal() => Scenario.RunAsync(fixture, output, async s =>
     {
@@ -68,6 +70,7 @@ public sealed class LifecycleTests(ContainerdFixture fixture, ITestOutputHelper 
 
     /// <summary>While the container runs its shim, socket, mounts (and for our runtime its QEMU and sandbox
     /// directory) exist; after `ctr run --rm` none of them is left.</summary>
+    [Trait("containerd", "all")]
     [E2EFact]
     public Task Run_rm_leaves_no_qemu_shim_socket_mount_or_sandbox_directory() => Scenario.RunAsync(fixture, output, async s =>
     {
@@ -85,6 +88,16 @@ public sealed class LifecycleTests(ContainerdFixture fixture, ITestOutputHelper 
         var socket = c.ShimSocketPath(id);
         Assert.True(File.Exists(socket), $"shim socket {socket} (runc's naming convention) does not exist");
         Assert.Equal("unix://" + socket, File.ReadAllText(Path.Combine(c.BundleDirectory(id), "address")));
+        if (E2EEnvironment.IsContainerd2)
+        {
+            // containerd 2.x parses start's output (our plain address: version 2, ttrpc) into bootstrap.json, which
+            // it reads back to connect a sandbox's other containers to this shim.
+            using var bootstrap = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(c.BundleDirectory(id), "bootstrap.json")));
+            Assert.Equal(2, bootstrap.RootElement.GetProperty("version").GetInt32());
+            Assert.Equal("ttrpc", bootstrap.RootElement.GetProperty("protocol").GetString());
+            Assert.Equal("unix://" + socket, bootstrap.RootElement.GetProperty("address").GetString());
+        }
+
         if (E2EEnvironment.IsVmRuntime)
         {
             Assert.Single(HostState.QemuProcesses(id));

@@ -85,6 +85,7 @@ public sealed class ProcessTests(ContainerdFixture fixture, LimitedContainer lim
 
     /// <summary>1 MiB into the init process's stdin (`ctr run` forwards its stdin but, in 1.6, never closes it: the
     /// reader stops by itself after N bytes) comes out with the same sha256.</summary>
+    [Trait("containerd", "all")]
     [E2EFact]
     public Task Init_stdin_is_byte_exact() => Scenario.RunAsync(fixture, output, async s =>
     {

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Containerd.Task.V2;
+using Google.Protobuf;
 using ShimV2.Ttrpc;
 
 namespace ShimV2.Shim.Tests;
@@ -70,6 +71,48 @@ public sealed class ShimBinaryTests : IDisposable
         Assert.False(File.Exists(socket), "the daemon removes its socket");
     }
 
+    /// <summary>containerd 2.3+ writes BootstrapParams (not a bare Any) to start's stdin: the namespace, containerd's
+    /// TTRPC address and the runtime options (an extension) in it win over the flags and the environment.</summary>
+    [Fact]
+    public async Task Start_takes_containerd_2_3_bootstrap_params_on_stdin()
+    {
+        var bundle = Bundle("c1", "{}");
+        var bootstrap = new Containerd.Runtime.Bootstrap.V1.BootstrapParams
+        {
+            InstanceId = "c1",
+            Namespace = "k8s.io",
+            ContainerdVersion = "2.3.0",
+            ContainerdTtrpcAddress = $"{_dir}/other.sock.ttrpc",
+            ContainerdGrpcAddress = $"{_dir}/containerd.sock",
+        };
+        bootstrap.Extensions.Add(new Containerd.Runtime.Bootstrap.V1.Extension
+        {
+            Value = new Google.Protobuf.WellKnownTypes.Any
+            {
+                TypeUrl = "runtimeoptions.v1.Options",
+                Value = new Containerd.RuntimeOptions.V1.Options { ConfigPath = "/etc/from-bootstrap.json" }.ToByteString(),
+            },
+        });
+
+        var (code, stdout, stderr) = await RunAsync(bundle, bootstrap.ToByteArray(),
+            "-namespace", "default", "-address", $"{_dir}/containerd.sock", "-id", "c1", "start");
+
+        Assert.Equal((0, string.Empty), (code, stderr));
+        // The socket is named for the bootstrap's namespace: sha256("<address>/k8s.io/c1").
+        var hash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
+            System.Text.Encoding.UTF8.GetBytes($"{_dir}/containerd.sock/k8s.io/c1")));
+        Assert.Equal($"unix://{_dir}/s/{hash}", stdout);
+        await using var client = await TtrpcClient.ConnectUnixAsync(stdout["unix://".Length..]);
+        var connect = await client.CallAsync<ConnectRequest, ConnectResponse>(
+            "containerd.task.v2.Task", "Connect", new ConnectRequest { Id = "c1" }, new TtrpcCallOptions { Timeout = TimeSpan.FromSeconds(10) });
+        _daemons.Add((int)connect.ShimPid);
+        var environment = (await File.ReadAllTextAsync($"/proc/{connect.ShimPid}/environ")).Split('\0');
+        Assert.Contains($"TTRPC_ADDRESS={_dir}/other.sock.ttrpc", environment);
+        Assert.Contains("CSHARP_SHIM_CONFIG_PATH=/etc/from-bootstrap.json", environment);
+        var argv = (await File.ReadAllTextAsync($"/proc/{connect.ShimPid}/cmdline")).Split('\0');
+        Assert.Equal("k8s.io", argv[Array.IndexOf(argv, "-namespace") + 1]);
+    }
+
     [Fact]
     public async Task Start_with_a_broken_config_json_fails_with_one_line()
     {
@@ -109,7 +152,9 @@ public sealed class ShimBinaryTests : IDisposable
         return bundle;
     }
 
-    private async Task<(int Code, string Stdout, string Stderr)> RunAsync(string cwd, params string[] args)
+    private Task<(int Code, string Stdout, string Stderr)> RunAsync(string cwd, params string[] args) => RunAsync(cwd, [], args);
+
+    private async Task<(int Code, string Stdout, string Stderr)> RunAsync(string cwd, byte[] stdin, params string[] args)
     {
         Assert.True(File.Exists(Binary), $"shim binary not built at {Binary}");
         var info = new ProcessStartInfo(Binary)
@@ -129,6 +174,7 @@ public sealed class ShimBinaryTests : IDisposable
         info.Environment["CSHARP_SHIM_STATE_ROOT"] = Path.Combine(_dir, "state");
         info.Environment["TTRPC_ADDRESS"] = Path.Combine(_dir, "containerd.sock.ttrpc");
         using var process = Process.Start(info)!;
+        await process.StandardInput.BaseStream.WriteAsync(stdin);
         process.StandardInput.Close();
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();

@@ -534,7 +534,8 @@ public sealed partial class TaskService : IAsyncDisposable
         }
 
         await process.StartSettled;
-        process.RecordExit(status, exitedAt);
+        // Queued before RecordExit completes Exited: the init's watcher waits on its execs' Exited, and would
+        // otherwise race this thread to the queue (seen: an init's /tasks/exit before its exec's under kill --all).
         _events.Publish(EventTopics.TaskExit, new TaskExit
         {
             ContainerId = process.ContainerId,
@@ -543,6 +544,7 @@ public sealed partial class TaskService : IAsyncDisposable
             ExitStatus = status,
             ExitedAt = Timestamp.FromDateTimeOffset(exitedAt),
         });
+        process.RecordExit(status, exitedAt);
         LogExited(_logger, process.EventId, status);
     }
 

@@ -47,7 +47,7 @@ public sealed class ContainerdFixture : IAsyncLifetime
         {
             System.IO.Directory.CreateDirectory(E2EEnvironment.LogDirectory);
             var runtime = E2EEnvironment.Runtime.Replace("io.containerd.", "", StringComparison.Ordinal);
-            File.Copy(c.LogPath, Path.Combine(E2EEnvironment.LogDirectory, $"containerd-{runtime}.log"), overwrite: true);
+            File.Copy(c.LogPath, Path.Combine(E2EEnvironment.LogDirectory, $"containerd-{c.Version}-{runtime}.log"), overwrite: true);
         }
         catch (IOException)
         {
@@ -74,17 +74,21 @@ public sealed class ContainerdFixture : IAsyncLifetime
             // debug: containerd then starts shims with -debug, and their logs (copied from the log FIFO) say more.
             ["CTRD_LOG_LEVEL"] = "debug",
             ["ARTIFACTS"] = E2EEnvironment.Artifacts,
+            ["E2E_CONTAINERD"] = E2EEnvironment.ContainerdSeries,
         };
         const string script = """
             set -e
             source "$1"
+            source "$2"
+            if [[ "$E2E_CONTAINERD" != 1.6 ]]; then CTRD_BIN_DIR="$(containerd_bin_dir "$E2E_CONTAINERD")"; fi
             containerd_reap_stale
             containerd_start
-            printf 'CTRD_DIR=%s\nCTRD_SOCK=%s\nCTRD_PID=%s\nCTRD_LOG=%s\n' "$CTRD_DIR" "$CTRD_SOCK" "$CTRD_PID" "$CTRD_LOG"
+            printf 'CTRD_DIR=%s\nCTRD_SOCK=%s\nCTRD_PID=%s\nCTRD_LOG=%s\nCTRD_CTR=%s\nCTRD_VERSION=%s\n' \
+              "$CTRD_DIR" "$CTRD_SOCK" "$CTRD_PID" "$CTRD_LOG" "$CTRD_CTR" "$CTRD_VERSION"
             import_busybox
             echo IMPORTED
             """;
-        var r = await HostProcess.RunAsync("bash", ["-c", script, "bash", E2EEnvironment.ContainerdLibrary],
+        var r = await HostProcess.RunAsync("bash", ["-c", script, "bash", E2EEnvironment.ContainerdLibrary, E2EEnvironment.ContainerdVersionsLibrary],
             TimeSpan.FromMinutes(3), new ProcessOptions { Environment = env });
         var values = r.Stdout.Split('\n')
             .Select(l => l.Split('=', 2))
@@ -92,9 +96,10 @@ public sealed class ContainerdFixture : IAsyncLifetime
             .ToDictionary(kv => kv[0], kv => kv[1]);
         PrivateContainerd? c = null;
         if (values.TryGetValue("CTRD_DIR", out var dir) && values.TryGetValue("CTRD_SOCK", out var sock)
-            && values.TryGetValue("CTRD_PID", out var pid) && values.TryGetValue("CTRD_LOG", out var log))
+            && values.TryGetValue("CTRD_PID", out var pid) && values.TryGetValue("CTRD_LOG", out var log)
+            && values.TryGetValue("CTRD_CTR", out var ctr) && values.TryGetValue("CTRD_VERSION", out var version))
         {
-            c = new PrivateContainerd(dir, sock, int.Parse(pid, CultureInfo.InvariantCulture), log);
+            c = new PrivateContainerd(dir, sock, int.Parse(pid, CultureInfo.InvariantCulture), log, ctr, version);
         }
 
         if (r.ExitCode != 0 || c is null || !r.Stdout.Contains("IMPORTED", StringComparison.Ordinal))

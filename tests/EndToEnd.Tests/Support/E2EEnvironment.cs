@@ -10,6 +10,9 @@ namespace ShimV2.EndToEnd.Tests.Support;
 /// <item><c>E2E_RUNTIME_CONFIG</c>: the hypervisor config passed with <c>--runtime-config-path</c>;
 /// default <c>artifacts/config/qemu.json</c>.</item>
 /// <item><c>ARTIFACTS</c>: default <c>&lt;repo&gt;/artifacts</c> (what eng/build.sh produces).</item>
+/// <item><c>E2E_CONTAINERD</c>: the containerd series to run against: <c>1.6</c> (default, Debian bookworm's, on
+/// PATH), <c>1.7</c> or <c>2.1</c> (trixie's and sid's, extracted by eng/lib/containerd-versions.sh into
+/// <c>CTRD_VERSIONS_CACHE</c>, default /var/cache/containerd-shim-csharp/containerd).</item>
 /// </list>
 /// </summary>
 public static class E2EEnvironment
@@ -31,6 +34,18 @@ public static class E2EEnvironment
 
     public static bool IsVmRuntime => Runtime == OurRuntime;
 
+    /// <summary>The containerd series under test ("1.6", "1.7", "2.1").</summary>
+    public static string ContainerdSeries { get; } =
+        Environment.GetEnvironmentVariable("E2E_CONTAINERD") is { Length: > 0 } v ? v : "1.6";
+
+    /// <summary>Where that series' containerd and ctr are: null for 1.6 (the ones on PATH).</summary>
+    public static string? ContainerdBinDirectory { get; } = ContainerdSeries == "1.6" ? null : Path.Combine(
+        Environment.GetEnvironmentVariable("CTRD_VERSIONS_CACHE") is { Length: > 0 } cache ? cache : "/var/cache/containerd-shim-csharp/containerd",
+        ContainerdSeries);
+
+    /// <summary>containerd 2.x (config version 3, bootstrap.json, split CRI plugins).</summary>
+    public static bool IsContainerd2 => !ContainerdSeries.StartsWith("1.", StringComparison.Ordinal);
+
     public static string RepoRoot { get; } = FindRepoRoot();
 
     public static string Artifacts { get; } =
@@ -46,6 +61,8 @@ public static class E2EEnvironment
         Environment.GetEnvironmentVariable("E2E_RUNTIME_CONFIG") is { Length: > 0 } c ? c : Path.Combine(Artifacts, "config", "qemu.json");
 
     public static string ContainerdLibrary => Path.Combine(RepoRoot, "eng", "lib", "containerd.sh");
+
+    public static string ContainerdVersionsLibrary => Path.Combine(RepoRoot, "eng", "lib", "containerd-versions.sh");
 
     /// <summary>Where the harness leaves the private containerd's log (shim logs included) for later reading.</summary>
     public static string LogDirectory { get; } =
@@ -76,6 +93,11 @@ public static class E2EEnvironment
             {
                 return $"{tool} is not installed (eng/build.sh installs it)";
             }
+        }
+
+        if (ContainerdBinDirectory is { } bin && !File.Exists(Path.Combine(bin, "containerd")))
+        {
+            return $"E2E_CONTAINERD={ContainerdSeries}: no containerd in {bin} (eng/test.sh fetches it: eng/lib/containerd-versions.sh ensure_containerd_versions)";
         }
 
         if (!File.Exists(ContainerdLibrary))

@@ -11,13 +11,21 @@ namespace ShimV2.EndToEnd.Tests.Support;
 /// </summary>
 public sealed class PrivateContainerd
 {
-    internal PrivateContainerd(string directory, string socket, int pid, string logPath)
+    internal PrivateContainerd(string directory, string socket, int pid, string logPath, string ctrPath, string version)
     {
         Directory = directory;
         Socket = socket;
         Pid = pid;
         LogPath = logPath;
+        CtrPath = ctrPath;
+        Version = version;
     }
+
+    /// <summary>The `ctr` of this containerd's version (their flags and output differ).</summary>
+    public string CtrPath { get; }
+
+    /// <summary>What `containerd --version` says, e.g. "1.7.24".</summary>
+    public string Version { get; }
 
     public string Directory { get; }
 
@@ -42,7 +50,7 @@ public sealed class PrivateContainerd
     public IEnumerable<string> CtrPrefix => ["--address", Socket, "--namespace", Namespace];
 
     public Task<ProcessResult> CtrAsync(IEnumerable<string> args, TimeSpan? timeout = null, ProcessOptions? options = null, bool log = true) =>
-        HostProcess.RunAsync("ctr", CtrPrefix.Concat(args), timeout ?? Ctr.CtrTimeout, options, log ? Log : null);
+        HostProcess.RunAsync(CtrPath, CtrPrefix.Concat(args), timeout ?? Ctr.CtrTimeout, options, log ? Log : null);
 
     /// <summary>Runs ctr and asserts it succeeded.</summary>
     public async Task<ProcessResult> CtrOkAsync(IEnumerable<string> args, TimeSpan? timeout = null, ProcessOptions? options = null)
@@ -53,7 +61,7 @@ public sealed class PrivateContainerd
     }
 
     public HostProcess StartCtr(IEnumerable<string> args, ProcessOptions? options = null, bool log = true) =>
-        HostProcess.Start("ctr", CtrPrefix.Concat(args), options, log ? Log : null);
+        HostProcess.Start(CtrPath, CtrPrefix.Concat(args), options, log ? Log : null);
 
     /// <summary>The task's status in `ctr task ls` (RUNNING, PAUSED, STOPPED, CREATED...), or null when it has no task.</summary>
     public async Task<(string? Status, int Pid)> TaskStatusAsync(string id)

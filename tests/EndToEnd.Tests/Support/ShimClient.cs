@@ -34,6 +34,20 @@ public static class ShimClient
         await client.CallAsync<UpdateTaskRequest, Empty>(Service, "Update", request, Options(containerd));
     }
 
+    /// <summary>A connection to the shim serving <paramref name="id"/>, for a sequence of task API calls.</summary>
+    public static async Task<Connection> ConnectAsync(PrivateContainerd containerd, string id) =>
+        new(await TtrpcClient.ConnectUnixAsync(SocketPath(containerd, id)), Options(containerd));
+
+    public sealed class Connection(TtrpcClient client, TtrpcCallOptions options) : IAsyncDisposable
+    {
+        public Task<TResponse> CallAsync<TRequest, TResponse>(string method, TRequest request)
+            where TRequest : IMessage
+            where TResponse : IMessage<TResponse>, new() =>
+            client.CallAsync<TRequest, TResponse>(Service, method, request, options);
+
+        public ValueTask DisposeAsync() => client.DisposeAsync();
+    }
+
     private static TtrpcCallOptions Options(PrivateContainerd containerd) => new()
     {
         Timeout = TimeSpan.FromSeconds(60),
