@@ -18,6 +18,9 @@ public static class HostOutlook
 
     public static string VhostVsockDevice => HostProbe.VhostVsockDevice;
 
+    /// <summary>Where verdicts about KVM are kept, per host boot, guest kernel and QEMU.</summary>
+    public static string VerdictDirectory => KvmVerdictCache.DefaultDirectory;
+
     public static AcceleratorOutlook Accelerator(HypervisorConfig config) => Accelerator(config, VmHost.Default);
 
     /// <summary>The agent transport; a HypervisorConfigException when the config asks for vsock and the host has none.</summary>

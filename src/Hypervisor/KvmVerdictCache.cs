@@ -28,7 +28,8 @@ internal sealed record KvmVerdictKey(string BootId, string Kernel, string Qemu)
 /// </summary>
 internal sealed class KvmVerdictCache
 {
-    public const string DefaultDirectory = "/run/containerd-shim-csharp/accel";
+    /// <summary>Beside the sandboxes' directories; a containerd id cannot start with a dot, so no sandbox can be named so.</summary>
+    public const string DefaultDirectory = "/run/containerd-shim-csharp/.accel";
     public const string BootIdPath = "/proc/sys/kernel/random/boot_id";
     private const int FormatVersion = 1;
 
