@@ -139,6 +139,23 @@ public sealed class AcceleratorFallbackTests : IDisposable
             again.Message);
     }
 
+    [QemuWithoutKvmFact]
+    public async Task Explicit_kvm_where_qemu_exits_with_kvm_fails_at_once_with_qemus_reason_and_leaves_nothing()
+    {
+        var image = await GuestImage.GetAsync();
+        var spec = Spec(image, "kvm");
+        var host = new VmHost(new FakeHostProbe { Kvm = true, LoadedKvmModules = KvmModules.Intel }, cache);
+
+        var clock = Stopwatch.StartNew();
+        var e = await Assert.ThrowsAsync<HypervisorConfigException>(() => QemuVm.StartAsync(spec, logs, host, CancellationToken.None));
+
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"took {clock.Elapsed}");
+        Assert.StartsWith("accelerator is kvm but qemu could not start the guest with KVM (kvm_intel): qemu exited during boot (exit code 1): ", e.Message, StringComparison.Ordinal);
+        Assert.EndsWith("(hypervisor config field accelerator)", e.Message, StringComparison.Ordinal);
+        Assert.Empty(AcceleratorLines());
+        AssertNoLeftovers(spec);
+    }
+
     private static async Task AssertGuestAnswersAsync(QemuVm vm, GuestImage image)
     {
         using var guest = new CancellationTokenSource(GuestTimeout);
