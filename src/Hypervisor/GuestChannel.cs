@@ -17,4 +17,8 @@ public static class GuestChannel
     public const string VirtioSerialPortName = "agent.0";
 
     public const uint VsockPort = 1024;
+
+    /// <summary>The guest's /init starts every console line with this, from its first line on (the kernel runs
+    /// with <c>quiet</c>): the sign of life that tells a guest that runs from one stuck in the firmware.</summary>
+    public const string InitConsoleMarker = "csharp-init: ";
 }

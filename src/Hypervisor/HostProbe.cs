@@ -3,8 +3,11 @@ namespace ShimV2.Hypervisor;
 /// <summary>What the host offers; an interface so resolution can be tested without the devices.</summary>
 internal interface IHostProbe
 {
-    /// <summary>Whether /dev/kvm opens read-write; otherwise why not.</summary>
+    /// <summary>Whether /dev/kvm opens read-write; otherwise why not ("no /dev/kvm", "/dev/kvm: Permission denied").</summary>
     bool KvmUsable(out string reason);
+
+    /// <summary>The KVM modules the host kernel has loaded.</summary>
+    KvmModules LoadedKvmModules { get; }
 
     bool VhostVsockExists { get; }
 
@@ -21,12 +24,19 @@ internal sealed class HostProbe : IHostProbe
 
     public bool VhostVsockExists => File.Exists(VhostVsockDevice);
 
+    /// <summary>A module shows as /sys/module/NAME when loaded (and when built in with parameters, as these have).</summary>
+    public KvmModules LoadedKvmModules =>
+        (Directory.Exists("/sys/module/kvm_intel") ? KvmModules.Intel : KvmModules.None)
+        | (Directory.Exists("/sys/module/kvm_amd") ? KvmModules.Amd : KvmModules.None)
+        | (Directory.Exists("/sys/module/kvm_pvm") ? KvmModules.Pvm : KvmModules.None);
+
     public bool KvmUsable(out string reason)
     {
         var fd = Native.Open(KvmDevice, Native.ORdWr | Native.OCloExec);
         if (fd < 0)
         {
-            reason = $"{KvmDevice}: {Native.ErrorText(System.Runtime.InteropServices.Marshal.GetLastPInvokeError())}";
+            var errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
+            reason = errno == Native.ENoEnt ? $"no {KvmDevice}" : $"{KvmDevice}: {Native.ErrorText(errno)}";
             return false;
         }
 
@@ -61,33 +71,19 @@ internal sealed class HostProbe : IHostProbe
     }
 }
 
-/// <summary>The run-time choices a config leaves open ("auto"), made once per VM.</summary>
+/// <summary>The choices for one boot attempt of a VM: the accelerator (see <see cref="AcceleratorDecision"/>) and
+/// the agent transport.</summary>
 internal sealed record HostResolution(AcceleratorKind Accelerator, AgentTransportKind Transport)
 {
-    public static HostResolution Resolve(HypervisorConfig config, IHostProbe probe)
+    public static AgentTransportKind ResolveTransport(HypervisorConfig config, IHostProbe probe) => config.AgentTransport switch
     {
-        var accelerator = config.Accelerator switch
-        {
-            "kvm" => probe.KvmUsable(out var reason)
-                ? AcceleratorKind.Kvm
-                : throw HypervisorConfigValidator.Error(config, $"accelerator is kvm but {reason}", "accelerator"),
-            "tcg" => AcceleratorKind.Tcg,
-            "auto" => probe.KvmUsable(out _) ? AcceleratorKind.Kvm : AcceleratorKind.Tcg,
-            _ => throw HypervisorConfigValidator.Error(config, $"unknown accelerator \"{config.Accelerator}\"", "accelerator"),
-        };
-
-        var transport = config.AgentTransport switch
-        {
-            "vsock" => probe.VhostVsockExists
-                ? AgentTransportKind.Vsock
-                : throw HypervisorConfigValidator.Error(config, $"agentTransport is vsock but {HostProbe.VhostVsockDevice} does not exist (modprobe vhost_vsock)", "agentTransport"),
-            "virtio-serial" => AgentTransportKind.VirtioSerial,
-            "auto" => probe.VhostVsockExists ? AgentTransportKind.Vsock : AgentTransportKind.VirtioSerial,
-            _ => throw HypervisorConfigValidator.Error(config, $"unknown agentTransport \"{config.AgentTransport}\"", "agentTransport"),
-        };
-
-        return new HostResolution(accelerator, transport);
-    }
+        "vsock" => probe.VhostVsockExists
+            ? AgentTransportKind.Vsock
+            : throw HypervisorConfigValidator.Error(config, $"agentTransport is vsock but {HostProbe.VhostVsockDevice} does not exist (modprobe vhost_vsock)", "agentTransport"),
+        "virtio-serial" => AgentTransportKind.VirtioSerial,
+        "auto" => probe.VhostVsockExists ? AgentTransportKind.Vsock : AgentTransportKind.VirtioSerial,
+        _ => throw HypervisorConfigValidator.Error(config, $"unknown agentTransport \"{config.AgentTransport}\"", "agentTransport"),
+    };
 }
 
 /// <summary>Picks guest CIDs: a start derived from the sandbox id, then the next ones, skipping CIDs known to be taken.</summary>

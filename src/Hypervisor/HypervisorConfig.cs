@@ -34,7 +34,7 @@ public sealed class HypervisorConfig
 
     public string MachineType { get; set; } = "q35";
 
-    /// <summary>"kvm", "tcg" or "auto" (kvm when /dev/kvm can be opened read-write).</summary>
+    /// <summary>"kvm", "tcg" or "auto": KVM only where it runs this guest kernel (see <see cref="AcceleratorDecision"/>), else TCG.</summary>
     public string Accelerator { get; set; } = "auto";
 
     /// <summary>"vsock", "virtio-serial" or "auto" (vsock when /dev/vhost-vsock exists).</summary>
@@ -44,6 +44,10 @@ public sealed class HypervisorConfig
     public string SharedFs { get; set; } = "virtio-9p";
 
     public int BootTimeoutSeconds { get; set; } = 60;
+
+    /// <summary>How long a guest booted under KVM that is not yet known to work gets to show a sign of life on
+    /// its console; without one it is stopped and, under "auto", booted again under TCG.</summary>
+    public int KvmProbeSeconds { get; set; } = 10;
 
     /// <summary>Logs QEMU's command line and stderr at Information instead of Debug.</summary>
     public bool Debug { get; set; }

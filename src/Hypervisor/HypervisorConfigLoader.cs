@@ -5,15 +5,20 @@ namespace ShimV2.Hypervisor;
 /// <summary>Reads and validates a <see cref="HypervisorConfig"/> JSON file.</summary>
 public static class HypervisorConfigLoader
 {
-    /// <summary>Loads, validates values and checks that qemu, the kernel and the initrd exist.</summary>
+    /// <summary>Loads, validates values and (unless <paramref name="checkPaths"/> is false) checks that qemu,
+    /// the kernel and the initrd exist.</summary>
     /// <exception cref="HypervisorConfigException">One line naming the file and the setting at fault.</exception>
-    public static HypervisorConfig Load(string path)
+    public static HypervisorConfig Load(string path, bool checkPaths = true)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         var config = Parse(ReadFile(path), path);
         config.SourcePath = path;
         HypervisorConfigValidator.Validate(config);
-        HypervisorConfigValidator.ValidatePaths(config);
+        if (checkPaths)
+        {
+            HypervisorConfigValidator.ValidatePaths(config);
+        }
+
         return config;
     }
 

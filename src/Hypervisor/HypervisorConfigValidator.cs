@@ -6,6 +6,7 @@ public static class HypervisorConfigValidator
     public const int MinMemoryMiB = 64;
     public const int MaxVCpuLimit = 255;
     public const int MaxMemorySlots = 256;
+    public const int MaxKvmProbeSeconds = 300;
 
     public static readonly IReadOnlyList<string> Accelerators = ["kvm", "tcg", "auto"];
     public static readonly IReadOnlyList<string> AgentTransports = ["vsock", "virtio-serial", "auto"];
@@ -51,6 +52,11 @@ public static class HypervisorConfigValidator
             $"maxVCpus ({config.MaxVCpus}) must be 0 or between vCpus ({config.VCpus}) and {MaxVCpuLimit}",
             "maxVCpus");
         Require(config, config.BootTimeoutSeconds >= 1, $"bootTimeoutSeconds must be at least 1, got {config.BootTimeoutSeconds}", "bootTimeoutSeconds");
+        Require(
+            config,
+            config.KvmProbeSeconds is >= 1 and <= MaxKvmProbeSeconds,
+            $"kvmProbeSeconds must be between 1 and {MaxKvmProbeSeconds}, got {config.KvmProbeSeconds}",
+            "kvmProbeSeconds");
         Require(
             config,
             config.KernelParams.AsSpan().IndexOfAny('\r', '\n') < 0,

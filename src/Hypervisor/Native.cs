@@ -8,6 +8,7 @@ internal static partial class Native
     public const int ORdWr = 0x2;
     public const int OCloExec = 0x80000;
     public const int EAddrInUse = 98;
+    public const int ENoEnt = 2;
 
     /// <summary>VHOST_VSOCK_SET_GUEST_CID = _IOW(VHOST_VIRTIO 0xAF, 0x60, __u64).</summary>
     public const uint VhostVsockSetGuestCid = 0x4008AF60;

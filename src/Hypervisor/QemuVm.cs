@@ -26,6 +26,7 @@ public sealed partial class QemuVm : IAsyncDisposable
     private readonly object gate = new();
     private readonly TaskCompletionSource exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource killNow = new();
+    private readonly bool frozen;
     private QemuProcess? process;
     private QmpClient? qmp;
     private Task exitMonitor = Task.CompletedTask;
@@ -34,14 +35,17 @@ public sealed partial class QemuVm : IAsyncDisposable
     private bool stopRequested;
     private string? shutdownReason;
 
-    private QemuVm(VmSpec spec, HostResolution host, uint? guestCid, ILogger logger)
+    private QemuVm(VmSpec spec, HostResolution host, uint? guestCid, ILogger logger, KvmStandIn? standIn)
     {
         this.spec = spec;
         this.host = host;
         this.logger = logger;
         GuestCid = guestCid;
         Paths = new VmPaths(spec.WorkDirectory);
-        CommandLine = QemuCommandLine.Args(QemuCommandLine.Fragments(spec, host, guestCid));
+        var standingIn = standIn is not null && host.Accelerator == AcceleratorKind.Kvm;
+        frozen = standingIn && standIn!.Frozen;
+        var args = QemuCommandLine.Args(QemuCommandLine.Fragments(spec, standingIn ? host with { Accelerator = AcceleratorKind.Tcg } : host, guestCid));
+        CommandLine = frozen ? [.. args, "-S"] : args;
         commandLineText = string.Join(' ', CommandLine);
     }
 
@@ -86,20 +90,32 @@ public sealed partial class QemuVm : IAsyncDisposable
     /// else the exit code and QEMU's last error line.</summary>
     public string? ExitReason { get; private set; }
 
-    /// <summary>Validates the config, starts QEMU and waits until QMP reports the VM running.</summary>
-    /// <exception cref="HypervisorConfigException">A config value or path is wrong (the message names it).</exception>
+    /// <summary>Validates the config, picks the accelerator, starts QEMU and waits until QMP reports the VM running.
+    /// A KVM boot not yet known to work is watched until the guest shows a sign of life (see
+    /// <see cref="AcceleratorDecision"/>); under "auto" a silent one is replaced by a TCG boot.</summary>
+    /// <exception cref="HypervisorConfigException">A config value or path is wrong, or accelerator is kvm and KVM cannot run the guest (the message names it).</exception>
     /// <exception cref="HypervisorException">QEMU could not start or died while booting (the message carries QEMU's reason).</exception>
     public static Task<QemuVm> StartAsync(VmSpec spec, ILoggerFactory loggerFactory, CancellationToken ct) =>
-        StartAsync(spec, loggerFactory, HostProbe.Instance, ct);
+        StartAsync(spec, loggerFactory, VmHost.Default, ct);
 
-    internal static async Task<QemuVm> StartAsync(VmSpec spec, ILoggerFactory loggerFactory, IHostProbe probe, CancellationToken ct)
+    internal static Task<QemuVm> StartAsync(VmSpec spec, ILoggerFactory loggerFactory, IHostProbe probe, CancellationToken ct) =>
+        StartAsync(spec, loggerFactory, VmHost.Default with { Probe = probe }, ct);
+
+    internal static async Task<QemuVm> StartAsync(VmSpec spec, ILoggerFactory loggerFactory, VmHost vmHost, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(spec);
         ArgumentNullException.ThrowIfNull(loggerFactory);
+        ArgumentNullException.ThrowIfNull(vmHost);
         HypervisorConfigValidator.Validate(spec.Config);
         HypervisorConfigValidator.ValidatePaths(spec.Config);
         QemuCommandLine.ValidateSpec(spec);
-        var host = HostResolution.Resolve(spec.Config, probe);
+        var decision = vmHost.Decide(spec.Config, out var verdictKey);
+        if (decision.FirstAttempt is not { } accelerator)
+        {
+            throw HypervisorConfigValidator.Error(spec.Config, decision.Reason, "accelerator");
+        }
+
+        var transport = HostResolution.ResolveTransport(spec.Config, vmHost.Probe);
         var logger = loggerFactory.CreateLogger<QemuVm>();
         try
         {
@@ -110,12 +126,96 @@ public sealed partial class QemuVm : IAsyncDisposable
             throw new HypervisorException($"cannot create work directory {spec.WorkDirectory}: {e.Message}", e);
         }
 
+        if (!decision.WatchesForLife)
+        {
+            var vm = await BootWithFreeCidAsync(spec, new HostResolution(accelerator, transport), vmHost, logger, ct);
+            LogAccelerator(logger, LogLevel.Information, spec.SandboxId, accelerator, decision.Reason);
+            return vm;
+        }
+
+        return await BootWatchedKvmAsync(spec, decision, transport, vmHost, verdictKey, logger, ct);
+    }
+
+    /// <summary>Boots under KVM and waits for the guest's first console line. Without one (or when QEMU cannot
+    /// start with KVM) the attempt is stopped and, under "auto", the VM boots again under TCG; either way the
+    /// verdict is remembered for this host boot, kernel and QEMU. Exactly one log line says what was chosen.</summary>
+    private static async Task<QemuVm> BootWatchedKvmAsync(
+        VmSpec spec, AcceleratorDecision decision, AgentTransportKind transport, VmHost vmHost, KvmVerdictKey? key, ILogger logger, CancellationToken ct)
+    {
+        var config = spec.Config;
+        var kind = AcceleratorDecision.Describe(vmHost.Probe.LoadedKvmModules);
+        var orFail = decision.Plan == AcceleratorPlan.TryKvmElseFail;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        QemuVm kvm;
+        try
+        {
+            kvm = await BootWithFreeCidAsync(spec, new HostResolution(AcceleratorKind.Kvm, transport), vmHost, logger, ct);
+        }
+        catch (QemuBootFailedException e) when (!e.GuestCidInUse)
+        {
+            var why = $"qemu could not start the guest with {kind}: {e.Message}";
+            if (orFail)
+            {
+                throw HypervisorConfigValidator.Error(config, $"accelerator is kvm but {why}", "accelerator");
+            }
+
+            var tcg = await BootWithFreeCidAsync(spec, new HostResolution(AcceleratorKind.Tcg, transport), vmHost, logger, ct);
+
+            // Remembered only now: a failure TCG shares (a bad device, a missing tap) says nothing about KVM.
+            Remember(vmHost, key, new KvmVerdict(false, why), logger);
+            LogAccelerator(logger, LogLevel.Warning, spec.SandboxId, AcceleratorKind.Tcg, $"{why}; using TCG");
+            return tcg;
+        }
+
+        GuestLife life;
+        try
+        {
+            life = await GuestSignOfLife.WaitAsync(kvm.ConsoleLogPath, kvm.Exited, TimeSpan.FromSeconds(config.KvmProbeSeconds), ct);
+        }
+        catch (OperationCanceledException)
+        {
+            await kvm.DisposeAsync();
+            throw;
+        }
+
+        if (life == GuestLife.Seen)
+        {
+            Remember(vmHost, key, new KvmVerdict(true, $"{kind} runs this guest kernel"), logger);
+            var seen = string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{kind}: the guest showed a sign of life after {clock.Elapsed.TotalSeconds:0.0} s (remembered for this host boot)");
+            LogAccelerator(logger, LogLevel.Information, spec.SandboxId, AcceleratorKind.Kvm, seen);
+            return kvm;
+        }
+
+        await kvm.DisposeAsync();
+        var reason = life == GuestLife.Silent
+            ? $"the guest showed no sign of life under {kind} within {config.KvmProbeSeconds} s"
+            : $"the guest stopped under {kind} before showing a sign of life ({kvm.ExitReason})";
+        kvm.KeepConsoleAs("console.kvm.log");
+
+        // A guest that stopped by itself may have failed for its own reasons: only silence convicts KVM.
+        if (life == GuestLife.Silent)
+        {
+            Remember(vmHost, key, new KvmVerdict(false, reason), logger);
+        }
+
+        if (orFail)
+        {
+            throw HypervisorConfigValidator.Error(config, $"accelerator is kvm but {reason}", "accelerator");
+        }
+
+        var fallback = await BootWithFreeCidAsync(spec, new HostResolution(AcceleratorKind.Tcg, transport), vmHost, logger, ct);
+        LogAccelerator(logger, LogLevel.Warning, spec.SandboxId, AcceleratorKind.Tcg, $"{reason}; using TCG");
+        return fallback;
+    }
+
+    private static async Task<QemuVm> BootWithFreeCidAsync(VmSpec spec, HostResolution host, VmHost vmHost, ILogger logger, CancellationToken ct)
+    {
         var rejected = new HashSet<uint>();
         var firstCid = VsockCidAllocator.Start(spec.SandboxId);
         for (var attempt = 1; ; attempt++)
         {
-            uint? cid = host.Transport == AgentTransportKind.Vsock ? VsockCidAllocator.Pick(firstCid, probe, rejected) : null;
-            var vm = new QemuVm(spec, host, cid, logger);
+            uint? cid = host.Transport == AgentTransportKind.Vsock ? VsockCidAllocator.Pick(firstCid, vmHost.Probe, rejected) : null;
+            var vm = new QemuVm(spec, host, cid, logger, vmHost.StandIn);
             try
             {
                 await vm.BootAsync(ct);
@@ -126,6 +226,27 @@ public sealed partial class QemuVm : IAsyncDisposable
                 LogCidInUse(logger, spec.SandboxId, taken);
                 rejected.Add(taken);
             }
+        }
+    }
+
+    private static void Remember(VmHost vmHost, KvmVerdictKey? key, KvmVerdict verdict, ILogger logger)
+    {
+        if (key is not null && vmHost.Cache.Write(key, verdict) is { } error)
+        {
+            LogVerdictNotKept(logger, error);
+        }
+    }
+
+    /// <summary>Keeps this attempt's console for post-mortems under another name (the next attempt rewrites console.log).</summary>
+    private void KeepConsoleAs(string fileName)
+    {
+        try
+        {
+            File.Move(Paths.ConsoleLog, Path.Combine(spec.WorkDirectory, fileName), overwrite: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            LogDeleteFailed(logger, Paths.ConsoleLog, e.Message);
         }
     }
 
@@ -259,7 +380,7 @@ public sealed partial class QemuVm : IAsyncDisposable
             qmp = await ConnectQmpAsync(process, linked.Token);
             qmp.EventObserver = OnQmpEvent;
             var status = await qmp.ExecuteAsync(new QueryStatus(), linked.Token);
-            if (!status.Running)
+            if (!status.Running && !(frozen && status.Status == "prelaunch"))
             {
                 throw new HypervisorException($"qemu is up but the vm is {status.Status}, not running");
             }
@@ -544,6 +665,12 @@ public sealed partial class QemuVm : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "vm {SandboxId}: qemu pid {Pid} running ({Accelerator}, agent over {Transport}, qemu {Version})")]
     private static partial void LogStarted(ILogger logger, string sandboxId, int pid, AcceleratorKind accelerator, AgentTransportKind transport, QmpVersion version);
+
+    [LoggerMessage(Message = "vm {SandboxId}: accelerator {Accelerator}: {Reason}")]
+    private static partial void LogAccelerator(ILogger logger, LogLevel level, string sandboxId, AcceleratorKind accelerator, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Reason}")]
+    private static partial void LogVerdictNotKept(ILogger logger, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "vm {SandboxId}: boot failed: {Reason}")]
     private static partial void LogBootFailed(ILogger logger, string sandboxId, string reason);

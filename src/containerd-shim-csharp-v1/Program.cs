@@ -33,6 +33,16 @@ var delete = new Command("delete", "clean up after a container whose shim is gon
 delete.SetAction(r => DeleteCommand.Run(Flags(r)));
 root.Add(start);
 root.Add(delete);
+
+// For operators, not containerd: what this host can do (check) and the config as the shim resolves it (env).
+var configOption = new Option<string?>("--config") { Description = "hypervisor config (default: $CSHARP_SHIM_CONFIG_PATH, else /etc/containerd-shim-csharp/qemu.json)" };
+var containerdSocket = new Option<string>("--containerd-address") { Description = "containerd's gRPC socket to ask for its version", DefaultValueFactory = _ => ShimV2.Cli.Check.ContainerdVersion.DefaultSocket };
+var check = new Command("check", "check what this host can do for pods: one line per item, exit 1 when a pod could not start") { configOption, containerdSocket };
+check.SetAction((r, ct) => CheckCommand.RunAsync(r.GetValue(configOption), r.GetValue(containerdSocket)!, ct));
+var env = new Command("env", "print the effective config, with auto resolved, as JSON") { configOption };
+env.SetAction(r => EnvCommand.Run(r.GetValue(configOption)));
+root.Add(check);
+root.Add(env);
 root.SetAction((r, ct) =>
 {
     if (r.GetValue(version))

@@ -40,6 +40,7 @@ public sealed class ConfigLoaderTests : IDisposable
         Assert.Equal("virtio-serial", config.AgentTransport);
         Assert.Equal("virtio-9p", config.SharedFs);
         Assert.Equal(30, config.BootTimeoutSeconds);
+        Assert.Equal(5, config.KvmProbeSeconds);
         Assert.True(config.Debug);
         Assert.Equal(path, config.SourcePath);
         Assert.Equal(1024, config.EffectiveMaxMemoryMiB);
@@ -62,6 +63,7 @@ public sealed class ConfigLoaderTests : IDisposable
         Assert.Equal("auto", config.Accelerator);
         Assert.Equal("auto", config.AgentTransport);
         Assert.Equal(60, config.BootTimeoutSeconds);
+        Assert.Equal(10, config.KvmProbeSeconds);
         Assert.Equal("", config.InitrdPath);
     }
 
@@ -75,6 +77,7 @@ public sealed class ConfigLoaderTests : IDisposable
 
         Assert.Equal("/usr/bin/qemu-system-x86_64", config.QemuPath);
         Assert.Equal("auto", config.Accelerator);
+        Assert.Equal(10, config.KvmProbeSeconds);
         Assert.Equal("auto", config.AgentTransport);
         Assert.True(config.EffectiveMaxVCpus > config.VCpus);
         Assert.True(config.EffectiveMaxMemoryMiB > config.MemoryMiB);
@@ -91,6 +94,8 @@ public sealed class ConfigLoaderTests : IDisposable
         { "vCpus", "300", "vCpus must be between 1 and 255, got 300" },
         { "maxVCpus", "300", "maxVCpus (300) must be 0 or between vCpus (1) and 255" },
         { "bootTimeoutSeconds", "0", "bootTimeoutSeconds must be at least 1, got 0" },
+        { "kvmProbeSeconds", "0", "kvmProbeSeconds must be between 1 and 300, got 0" },
+        { "kvmProbeSeconds", "301", "kvmProbeSeconds must be between 1 and 300, got 301" },
         { "accelerator", "\"xen\"", "unknown accelerator \"xen\", expected one of: kvm, tcg, auto" },
         { "agentTransport", "\"tcp\"", "unknown agentTransport \"tcp\", expected one of: vsock, virtio-serial, auto" },
         { "sharedFs", "\"virtiofs\"", "unknown sharedFs \"virtiofs\", expected one of: virtio-9p, none" },
@@ -253,6 +258,7 @@ public sealed class ConfigLoaderTests : IDisposable
         ["vCpus"] = 1,
         ["maxVCpus"] = 4,
         ["bootTimeoutSeconds"] = 30,
+        ["kvmProbeSeconds"] = 5,
         ["debug"] = true,
     };
 

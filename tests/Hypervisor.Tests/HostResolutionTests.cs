@@ -1,30 +1,8 @@
 namespace ShimV2.Hypervisor.Tests;
 
-/// <summary>"auto" choices and vsock guest CIDs, against a fake host.</summary>
+/// <summary>The agent transport's "auto" and vsock guest CIDs, against a fake host.</summary>
 public sealed class HostResolutionTests
 {
-    [Theory]
-    [InlineData("auto", false, AcceleratorKind.Tcg)]
-    [InlineData("auto", true, AcceleratorKind.Kvm)]
-    [InlineData("tcg", true, AcceleratorKind.Tcg)]
-    [InlineData("kvm", true, AcceleratorKind.Kvm)]
-    public void Accelerator(string configured, bool kvm, AcceleratorKind expected)
-    {
-        var config = new HypervisorConfig { Accelerator = configured, AgentTransport = "virtio-serial" };
-
-        Assert.Equal(expected, HostResolution.Resolve(config, new FakeHostProbe { Kvm = kvm }).Accelerator);
-    }
-
-    [Fact]
-    public void Kvm_without_dev_kvm_is_a_config_error_saying_why()
-    {
-        var config = new HypervisorConfig { Accelerator = "kvm", SourcePath = "/etc/q.json" };
-
-        var e = Assert.Throws<HypervisorConfigException>(() => HostResolution.Resolve(config, new FakeHostProbe()));
-
-        Assert.Equal("accelerator is kvm but /dev/kvm: No such file or directory (hypervisor config /etc/q.json, field accelerator)", e.Message);
-    }
-
     [Theory]
     [InlineData("auto", false, AgentTransportKind.VirtioSerial)]
     [InlineData("auto", true, AgentTransportKind.Vsock)]
@@ -34,7 +12,7 @@ public sealed class HostResolutionTests
     {
         var config = new HypervisorConfig { AgentTransport = configured };
 
-        Assert.Equal(expected, HostResolution.Resolve(config, new FakeHostProbe { VhostVsockExists = vhostVsock }).Transport);
+        Assert.Equal(expected, HostResolution.ResolveTransport(config, new FakeHostProbe { VhostVsockExists = vhostVsock }));
     }
 
     [Fact]
@@ -42,7 +20,7 @@ public sealed class HostResolutionTests
     {
         var config = new HypervisorConfig { AgentTransport = "vsock", SourcePath = "/etc/q.json" };
 
-        var e = Assert.Throws<HypervisorConfigException>(() => HostResolution.Resolve(config, new FakeHostProbe()));
+        var e = Assert.Throws<HypervisorConfigException>(() => HostResolution.ResolveTransport(config, new FakeHostProbe()));
 
         Assert.Equal(
             "agentTransport is vsock but /dev/vhost-vsock does not exist (modprobe vhost_vsock) (hypervisor config /etc/q.json, field agentTransport)",

@@ -5,6 +5,11 @@ internal sealed class FakeHostProbe : IHostProbe
 {
     public bool Kvm { get; init; }
 
+    /// <summary>Why /dev/kvm does not open, when <see cref="Kvm"/> is false.</summary>
+    public string KvmError { get; init; } = "no /dev/kvm";
+
+    public KvmModules LoadedKvmModules { get; init; }
+
     public bool VhostVsockExists { get; init; }
 
     public HashSet<uint> TakenCids { get; init; } = [];
@@ -14,7 +19,7 @@ internal sealed class FakeHostProbe : IHostProbe
 
     public bool KvmUsable(out string reason)
     {
-        reason = Kvm ? "" : "/dev/kvm: No such file or directory";
+        reason = Kvm ? "" : KvmError;
         return Kvm;
     }
 

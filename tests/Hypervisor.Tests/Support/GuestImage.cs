@@ -6,7 +6,8 @@ namespace ShimV2.Hypervisor.Tests.Support;
 
 /// <summary>
 /// A tiny guest for real boots: the host's Debian kernel and an initramfs built here from busybox-static and the
-/// kernel's own virtio modules. Its /init prints <see cref="ReadyMarker"/> and the kernel version on the console,
+/// kernel's own virtio modules. Its /init prints the real init's first line (the sign of life a KVM boot is watched
+/// for), then <see cref="ReadyMarker"/> and the kernel version on the console,
 /// writes <see cref="ShareFile"/> into a 9p share tagged <see cref="ShareTag"/> if there is one, then serves the
 /// virtio-serial port agent.0: on each connection it sends <see cref="HelloPrefix"/> + version and echoes what it reads.
 /// </summary>
@@ -52,6 +53,7 @@ public sealed class GuestImage
         mount -t sysfs sysfs /sys
         mount -t devtmpfs devtmpfs /dev
         exec </dev/console >/dev/console 2>&1
+        echo "csharp-init: starting (test image)"
         for m in $(cat /modules.order); do insmod "/lib/modules/$m" || echo "GUEST-ERROR insmod $m"; done
         echo "GUEST-READY $(uname -r)"
         if mount -t 9p -o trans=virtio,version=9p2000.L csharpshare /share 2>/dev/null; then
