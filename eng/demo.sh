@@ -33,6 +33,9 @@ timeout -s KILL "${DEMO_TIMEOUT:-180}" \
 t1=$(now_ms)
 ms=$(( t1 - t0 ))
 printf '==> ctr exited %d after %d.%03d s (wall, including VM boot)\n' "$rc" $(( ms / 1000 )) $(( ms % 1000 )) >&2
+# The shim says in containerd's log which accelerator the pod VM got and why (KVM, or TCG and the reason).
+accel_line="$(grep -o 'vm [^ ]*: accelerator [^"]*' "$CTRD_LOG" | tail -n 1 || true)"
+[[ -n "$accel_line" ]] && log "containerd's log: $accel_line"
 if (( rc == 137 )); then
   warn "ctr was killed after ${DEMO_TIMEOUT:-180} s"
 fi
