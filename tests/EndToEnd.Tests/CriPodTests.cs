@@ -22,6 +22,7 @@ public sealed class CriPodTests(CriContainerdFixture cri, ITestOutputHelper outp
     private static readonly IPNetwork PodSubnet = IPNetwork.Parse("10.87.0.0/16");
 
     [CriFact]
+    [Trait("containerd", "all")]
     public async Task A_pod_runs_a_container_through_cri_and_its_teardown_leaves_nothing()
     {
         var (containerd, client) = await cri.GetAsync();
@@ -117,6 +118,7 @@ public sealed class CriPodTests(CriContainerdFixture cri, ITestOutputHelper outp
     /// <summary>Two containers of one pod run in the same VM (same guest boot id, not the host's; one QEMU), and
     /// StopPodSandbox + RemovePodSandbox with both still running removes them and the VM.</summary>
     [CriVmFact]
+    [Trait("containerd", "all")]
     public async Task Two_containers_of_a_pod_share_one_vm()
     {
         var (containerd, client) = await cri.GetAsync();
