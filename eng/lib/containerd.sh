@@ -12,7 +12,9 @@
 #                               #  left enabled (to check that a version loads a CRI runtime stanza);
 #                               #  CTRD_DIR_TEMPLATE: mktemp template of the dir, default /tmp/csharp-ctrd.XXXXXX;
 #                               #  CTRD_OWNER_PID: the process whose death makes the dir stale, default this shell;
-#                               #  CTRD_PATH_PREFIX: directories put before artifacts/bin on containerd's PATH)
+#                               #  CTRD_PATH_PREFIX: directories put before artifacts/bin on containerd's PATH;
+#                               #  CTRD_PREPARE: a function run once CTRD_DIR exists, before the config is
+#                               #  written; it may set CTRD_CRI_STANZA (eng/lib/cri.sh's cri_start uses it))
 #   ctrd [ctr args...]          # ctr against the private containerd (namespace $CTRD_NS, default "default")
 #   import_busybox [REF]        # builds the busybox OCI tarball (cached) and imports it; REF defaults to
 #                               # docker.io/library/busybox:csharp
@@ -89,6 +91,7 @@ containerd_start() {
   CTRD_SOCK="$CTRD_DIR/containerd.sock"
   CTRD_LOG="$CTRD_DIR/containerd.log"
   export CTRD_DIR CTRD_SOCK CTRD_LOG CTRD_CTR CTRD_VERSION
+  if [[ -n "${CTRD_PREPARE:-}" ]]; then "$CTRD_PREPARE" || die "containerd_start: $CTRD_PREPARE failed"; fi
   _containerd_config "$CTRD_VERSION" >"$CTRD_DIR/config.toml"
   # containerd_stop (and containerd_reap_stale, which knows only the dir) use this version's ctr.
   ln -s "$CTRD_CTR" "$CTRD_DIR/ctr"
@@ -232,6 +235,11 @@ containerd_stop() {
     local sock; sock="$SHIM_SOCKET_DIR/$(printf '%s' "$dir/containerd.sock/$ns/$id" | sha256sum | cut -d' ' -f1)"
     rm -f "$sock"
   done
+  # A CRI containerd's CNI bridge (the bridge plugin creates it and never removes it).
+  local bridge; bridge="$(cat "$dir/cni-bridge" 2>/dev/null)" || bridge=""
+  if [[ -n "$bridge" ]] && ip link show "$bridge" >/dev/null 2>&1; then
+    ip link delete "$bridge" 2>/dev/null || warn "could not delete CNI bridge $bridge"
+  fi
   _unmount_under "$dir"
   rm -rf --one-file-system "$dir" 2>/dev/null || { _unmount_under "$dir"; rm -rf --one-file-system "$dir" || warn "could not remove $dir"; }
   unset CTRD_DIR CTRD_SOCK CTRD_PID CTRD_LOG CTRD_CTR CTRD_VERSION

@@ -10,6 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 SHIMV2_APT_PACKAGES=(
   qemu-system-x86 qemu-utils linux-image-amd64 busybox-static
   containerd runc cpio kmod gcc make libc6-dev socat jq procps util-linux iproute2
+  containernetworking-plugins
 )
 
 _pkg_installed() {

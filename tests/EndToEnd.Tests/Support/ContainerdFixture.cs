@@ -38,16 +38,20 @@ public sealed class ContainerdFixture : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
-        if (_containerd is not { } c)
+        if (_containerd is { } c)
         {
-            return;
+            await StopAsync(c, E2EEnvironment.Runtime.Replace("io.containerd.", "", StringComparison.Ordinal));
         }
+    }
 
+    /// <summary>Copies <paramref name="c"/>'s log to artifacts/test-results/e2e/containerd-&lt;version&gt;-&lt;what&gt;.log
+    /// and stops it with containerd_stop.</summary>
+    internal static async Task StopAsync(PrivateContainerd c, string what)
+    {
         try
         {
             System.IO.Directory.CreateDirectory(E2EEnvironment.LogDirectory);
-            var runtime = E2EEnvironment.Runtime.Replace("io.containerd.", "", StringComparison.Ordinal);
-            File.Copy(c.LogPath, Path.Combine(E2EEnvironment.LogDirectory, $"containerd-{c.Version}-{runtime}.log"), overwrite: true);
+            File.Copy(c.LogPath, Path.Combine(E2EEnvironment.LogDirectory, $"containerd-{c.Version}-{what}.log"), overwrite: true);
         }
         catch (IOException)
         {
@@ -65,7 +69,14 @@ public sealed class ContainerdFixture : IAsyncLifetime
             TimeSpan.FromMinutes(3));
     }
 
-    private static async Task<PrivateContainerd> StartAsync()
+    private static Task<PrivateContainerd> StartAsync() =>
+        StartAsync(E2EEnvironment.ContainerdLibrary, "containerd_start\nimport_busybox", "default");
+
+    /// <summary>Starts a private containerd of the version under test: sources <paramref name="library"/> (an
+    /// eng/lib script that sources containerd.sh), runs <paramref name="start"/> (which must end up with
+    /// containerd_start's variables set), and describes it with <paramref name="ns"/> as the namespace its
+    /// containers are in.</summary>
+    internal static async Task<PrivateContainerd> StartAsync(string library, string start, string ns)
     {
         var env = new Dictionary<string, string>
         {
@@ -82,13 +93,11 @@ public sealed class ContainerdFixture : IAsyncLifetime
             source "$2"
             if [[ "$E2E_CONTAINERD" != 1.6 ]]; then CTRD_BIN_DIR="$(containerd_bin_dir "$E2E_CONTAINERD")"; fi
             containerd_reap_stale
-            containerd_start
-            printf 'CTRD_DIR=%s\nCTRD_SOCK=%s\nCTRD_PID=%s\nCTRD_LOG=%s\nCTRD_CTR=%s\nCTRD_VERSION=%s\n' \
-              "$CTRD_DIR" "$CTRD_SOCK" "$CTRD_PID" "$CTRD_LOG" "$CTRD_CTR" "$CTRD_VERSION"
-            import_busybox
+            trap '[[ -z "${CTRD_DIR:-}" ]] || printf "CTRD_DIR=%s\nCTRD_SOCK=%s\nCTRD_PID=%s\nCTRD_LOG=%s\nCTRD_CTR=%s\nCTRD_VERSION=%s\n" "$CTRD_DIR" "$CTRD_SOCK" "$CTRD_PID" "$CTRD_LOG" "$CTRD_CTR" "$CTRD_VERSION"' EXIT
+            eval "$3"
             echo IMPORTED
             """;
-        var r = await HostProcess.RunAsync("bash", ["-c", script, "bash", E2EEnvironment.ContainerdLibrary, E2EEnvironment.ContainerdVersionsLibrary],
+        var r = await HostProcess.RunAsync("bash", ["-c", script, "bash", library, E2EEnvironment.ContainerdVersionsLibrary, start],
             TimeSpan.FromMinutes(3), new ProcessOptions { Environment = env });
         var values = r.Stdout.Split('\n')
             .Select(l => l.Split('=', 2))
@@ -99,21 +108,17 @@ public sealed class ContainerdFixture : IAsyncLifetime
             && values.TryGetValue("CTRD_PID", out var pid) && values.TryGetValue("CTRD_LOG", out var log)
             && values.TryGetValue("CTRD_CTR", out var ctr) && values.TryGetValue("CTRD_VERSION", out var version))
         {
-            c = new PrivateContainerd(dir, sock, int.Parse(pid, CultureInfo.InvariantCulture), log, ctr, version);
+            c = new PrivateContainerd(dir, sock, int.Parse(pid, CultureInfo.InvariantCulture), log, ctr, version, ns);
         }
 
         if (r.ExitCode != 0 || c is null || !r.Stdout.Contains("IMPORTED", StringComparison.Ordinal))
         {
             if (c is not null)
             {
-                await HostProcess.RunAsync(
-                    "bash",
-                    ["-c", "source \"$1\" && CTRD_DIR=\"$2\" CTRD_SOCK=\"$3\" CTRD_PID=\"$4\" containerd_stop", "bash",
-                        E2EEnvironment.ContainerdLibrary, c.Directory, c.Socket, c.Pid.ToString(CultureInfo.InvariantCulture)],
-                    TimeSpan.FromMinutes(3));
+                await StopAsync(c, "failed-start");
             }
 
-            throw new InvalidOperationException($"starting the private containerd (eng/lib/containerd.sh) failed: {r}");
+            throw new InvalidOperationException($"starting the private containerd ({Path.GetFileName(library)}: {start.Replace('\n', ';')}) failed: {r}");
         }
 
         return c;

@@ -62,6 +62,21 @@ public static class E2EEnvironment
 
     public static string ContainerdLibrary => Path.Combine(RepoRoot, "eng", "lib", "containerd.sh");
 
+    /// <summary>eng/lib/cri.sh: a private containerd with its CRI plugin, CNI and the pause image.</summary>
+    public static string CriLibrary => Path.Combine(RepoRoot, "eng", "lib", "cri.sh");
+
+    /// <summary>Where the CNI plugins are (Debian's containernetworking-plugins).</summary>
+    public const string CniBinDirectory = "/usr/lib/cni";
+
+    /// <summary>The CRI runtime handler of the runtime under test: ours as the README configures it, or runc.</summary>
+    public static string CriRuntimeHandler => IsVmRuntime ? "csharp" : "runc";
+
+    /// <summary>Null when the CRI tests can run here (everything the other tests need, plus CNI and gcc).</summary>
+    public static string? CriSkipReason => SkipReason
+        ?? (new[] { "bridge", "host-local", "loopback" }.FirstOrDefault(p => !File.Exists(Path.Combine(CniBinDirectory, p))) is { } missing
+            ? $"CNI plugin {CniBinDirectory}/{missing} is missing (containernetworking-plugins; eng/build.sh installs it)"
+            : FindOnPath("gcc") is null ? "gcc is not installed (it builds the pause image; eng/build.sh installs it)" : null);
+
     public static string ContainerdVersionsLibrary => Path.Combine(RepoRoot, "eng", "lib", "containerd-versions.sh");
 
     /// <summary>Where the harness leaves the private containerd's log (shim logs included) for later reading.</summary>
@@ -209,6 +224,30 @@ public sealed class VmFactAttribute : FactAttribute
     public VmFactAttribute()
     {
         if (E2EEnvironment.VmSkipReason is { } reason)
+        {
+            Skip = reason;
+        }
+    }
+}
+
+/// <summary>An end-to-end test through containerd's CRI plugin (needs CNI's plugins too).</summary>
+public sealed class CriFactAttribute : FactAttribute
+{
+    public CriFactAttribute()
+    {
+        if (E2EEnvironment.CriSkipReason is { } reason)
+        {
+            Skip = reason;
+        }
+    }
+}
+
+/// <summary>A CRI end-to-end test of the pod VM itself; skipped against runc.</summary>
+public sealed class CriVmFactAttribute : FactAttribute
+{
+    public CriVmFactAttribute()
+    {
+        if ((E2EEnvironment.CriSkipReason ?? E2EEnvironment.VmSkipReason) is { } reason)
         {
             Skip = reason;
         }

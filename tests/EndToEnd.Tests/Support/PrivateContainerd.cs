@@ -11,8 +11,9 @@ namespace ShimV2.EndToEnd.Tests.Support;
 /// </summary>
 public sealed class PrivateContainerd
 {
-    internal PrivateContainerd(string directory, string socket, int pid, string logPath, string ctrPath, string version)
+    internal PrivateContainerd(string directory, string socket, int pid, string logPath, string ctrPath, string version, string @namespace = "default")
     {
+        Namespace = @namespace;
         Directory = directory;
         Socket = socket;
         Pid = pid;
@@ -35,7 +36,8 @@ public sealed class PrivateContainerd
 
     public string LogPath { get; }
 
-    public string Namespace { get; } = "default";
+    /// <summary>The containerd namespace the tests' containers are in: "default", or "k8s.io" for CRI's.</summary>
+    public string Namespace { get; }
 
     /// <summary>Where the test output of the current test goes (set by each test's scenario).</summary>
     public Action<string>? Log { get; set; }

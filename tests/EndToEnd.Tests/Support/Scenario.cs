@@ -31,9 +31,12 @@ public sealed class Scenario : IAsyncDisposable
 
     public PrivateContainerd Containerd { get; }
 
-    public static async Task RunAsync(ContainerdFixture fixture, ITestOutputHelper output, Func<Scenario, Task> body)
+    public static async Task RunAsync(ContainerdFixture fixture, ITestOutputHelper output, Func<Scenario, Task> body) =>
+        await RunAsync(await fixture.GetAsync(), output, body);
+
+    /// <summary>A scenario against a containerd other than the collection's (e.g. the CRI one).</summary>
+    public static async Task RunAsync(PrivateContainerd containerd, ITestOutputHelper output, Func<Scenario, Task> body)
     {
-        var containerd = await fixture.GetAsync();
         await using var scenario = new Scenario(containerd, output);
         try
         {
