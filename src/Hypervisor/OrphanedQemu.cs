@@ -19,21 +19,43 @@ public static class OrphanedQemu
     /// </summary>
     public static int? Find(string vmDirectory, string procRoot = "/proc")
     {
+        var recorded = QemuIdentity.Read(Path.Combine(vmDirectory, QemuIdentity.FileName));
         var pidFile = Path.Combine(vmDirectory, "qemu.pid");
-        int pid;
         try
         {
-            if (!int.TryParse(File.ReadAllText(pidFile).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out pid) || pid <= 1)
+            if (int.TryParse(File.ReadAllText(pidFile).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out var pid) && pid > 1)
             {
-                return null;
+                return IsThisVmsQemu(pid, vmDirectory, recorded, procRoot) ? pid : null;
             }
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            // QEMU writes its pid file a moment after it starts: a shim killed in between leaves none.
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             return null;
         }
 
-        return IsThisVmsQemu(pid, vmDirectory, QemuIdentity.Read(Path.Combine(vmDirectory, QemuIdentity.FileName)), procRoot) ? pid : null;
+        return recorded is not null && IsThisVmsQemu(recorded.Pid, vmDirectory, recorded, procRoot)
+            ? recorded.Pid
+            : FindByCommandLine(vmDirectory, procRoot);
+    }
+
+    /// <summary>Without a pid file: the one process whose identity check passes for this directory.</summary>
+    private static int? FindByCommandLine(string vmDirectory, string procRoot)
+    {
+        foreach (var dir in Directory.EnumerateDirectories(procRoot))
+        {
+            if (int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid)
+                && pid > 1
+                && IsThisVmsQemu(pid, vmDirectory, null, procRoot))
+            {
+                return pid;
+            }
+        }
+
+        return null;
     }
 
     /// <summary>The identity check of <see cref="Find"/>, for a given pid.</summary>

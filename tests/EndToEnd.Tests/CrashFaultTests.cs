@@ -52,6 +52,56 @@ public sealed class CrashFaultTests(ContainerdFixture fixture, ITestOutputHelper
         Assert.Empty(HostState.QemuProcesses(id));
     });
 
+    /// <summary>kill -9 of the shim while Create boots the VM (QEMU running, agent not yet answering): the create
+    /// fails, and `delete` stops that QEMU and removes the half-made sandbox.</summary>
+    [VmFact]
+    public Task Shim_killed_during_create_fails_the_run_and_leaves_nothing() => Scenario.RunAsync(fixture, output, async s =>
+    {
+        var c = s.Containerd;
+        var id = s.NewId("createkill");
+        await using var run = c.StartCtr(Ctr.RunArgs(id, ["-d"], "sleep", "1000"));
+        var qemu = await Eventually.GetAsync(
+            () => Task.FromResult(HostState.QemuProcesses(id) is [var q] ? (true, q) : (false, null!)),
+            Ctr.BootTimeout,
+            _ => $"no QEMU for {id} appeared");
+        var shim = Assert.Single(HostState.ShimProcesses(id));
+
+        s.Write($"kill -9 shim {shim.Pid} while creating (qemu {qemu.Pid})");
+        Process.GetProcessById(shim.Pid).Kill();
+
+        var r = await run.WaitAsync(Ctr.EventTimeout * 2);
+        Assert.True(r.ExitCode != 0, $"ctr run succeeded though its shim was killed during create: {r}");
+        await Eventually.TrueAsync(() => !Directory.Exists($"/proc/{qemu.Pid}") || IsZombie(qemu.Pid), Ctr.EventTimeout, () => $"qemu {qemu.Pid} still runs after its shim died");
+        await c.CtrAsync(["tasks", "delete", id]);
+        await c.CtrAsync(["containers", "delete", id]);
+        await HostState.AssertNothingLeftAsync(c, id, TimeSpan.FromSeconds(60));
+    });
+
+    /// <summary>kill -9 of the shim while an exec runs: the exec's ctr ends, the task exits, nothing is left.</summary>
+    [VmFact]
+    public Task Shim_killed_during_exec_ends_the_exec_and_leaves_nothing() => Scenario.RunAsync(fixture, output, async s =>
+    {
+        var c = s.Containerd;
+        await using var events = await s.EventsAsync();
+        var id = s.NewId("execkill");
+        await c.CtrOkAsync(Ctr.RunArgs(id, ["-d"], "sleep", "1000"), Ctr.BootTimeout);
+        await using var exec = c.StartCtr(Ctr.ExecArgs(id, "sleeper", "sleep", "1000"));
+        await events.WaitForAsync(e => e.Topic == "/tasks/exec-started" && e.ProcessId == "sleeper", Ctr.EventTimeout, "/tasks/exec-started sleeper");
+        var shim = Assert.Single(HostState.ShimProcesses(id));
+        var qemu = Assert.Single(HostState.QemuProcesses(id));
+
+        s.Write($"kill -9 shim {shim.Pid} during an exec (qemu {qemu.Pid})");
+        Process.GetProcessById(shim.Pid).Kill();
+
+        var r = await exec.WaitAsync(Ctr.EventTimeout * 2);
+        Assert.True(r.ExitCode != 0, $"the exec's ctr succeeded though its shim was killed: {r}");
+        await events.WaitForAsync(e => e.Topic == "/tasks/exit" && e.ContainerId == id && e.ProcessId == id, Ctr.EventTimeout * 2, $"/tasks/exit of {id}");
+        await Eventually.TrueAsync(() => !Directory.Exists($"/proc/{qemu.Pid}") || IsZombie(qemu.Pid), Ctr.EventTimeout, () => $"qemu {qemu.Pid} still runs after its shim died");
+        await c.CtrAsync(["tasks", "delete", id]);
+        await c.CtrOkAsync(["containers", "delete", id]);
+        await HostState.AssertNothingLeftAsync(c, id, TimeSpan.FromSeconds(60));
+    });
+
     /// <summary>
     /// A hung guest (QEMU stopped with SIGSTOP): `ctr task exec` fails within the agent deadline saying the guest
     /// stopped answering; SIGKILL of the task then ends the VM (QMP quit unanswered, SIGKILL of QEMU), the task

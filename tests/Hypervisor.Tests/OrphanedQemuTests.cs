@@ -61,8 +61,6 @@ public sealed class OrphanedQemuTests : IDisposable
     {
         var vm = Directory.CreateDirectory(Path.Combine(_proc, "vm")).FullName;
         FakeProcess(Pid, Qemu, 77, "-pidfile", Path.Combine(vm, "qemu.pid"));
-        Assert.Null(OrphanedQemu.Find(vm, _proc));
-
         File.WriteAllText(Path.Combine(vm, "qemu.pid"), $"{Pid}\n");
         new QemuIdentity(Pid, 77, Qemu).Write(Path.Combine(vm, QemuIdentity.FileName));
         Assert.Equal(Pid, OrphanedQemu.Find(vm, _proc));
@@ -72,6 +70,22 @@ public sealed class OrphanedQemuTests : IDisposable
         Assert.Null(OrphanedQemu.Find(vm, _proc));
 
         File.WriteAllText(Path.Combine(vm, "qemu.pid"), "not a pid");
+        Assert.Equal(Pid, OrphanedQemu.Find(vm, _proc));
+    }
+
+    [Fact]
+    public void Before_qemu_wrote_its_pid_file_the_recorded_identity_or_the_command_line_finds_it()
+    {
+        var vm = Directory.CreateDirectory(Path.Combine(_proc, "vm")).FullName;
+        FakeProcess(Pid + 7, Qemu, 9, "-pidfile", Path.Combine(vm, "qemu.pid"));
+        FakeProcess(Pid + 8, Qemu, 9, "-pidfile", "/elsewhere/vm/qemu.pid");
+
+        Assert.Equal(Pid + 7, OrphanedQemu.Find(vm, _proc));
+
+        new QemuIdentity(Pid + 7, 9, Qemu).Write(Path.Combine(vm, QemuIdentity.FileName));
+        Assert.Equal(Pid + 7, OrphanedQemu.Find(vm, _proc));
+
+        Directory.Delete(Path.Combine(_proc, (Pid + 7).ToString(System.Globalization.CultureInfo.InvariantCulture)), recursive: true);
         Assert.Null(OrphanedQemu.Find(vm, _proc));
     }
 
