@@ -5,83 +5,128 @@ using ShimV2.Ttrpc;
 
 namespace ShimV2.Agent.Protocol;
 
-/// <summary>Calls the guest agent. Thread-safe: calls are multiplexed on one TTRPC connection.</summary>
-public sealed class AgentClient(TtrpcClient connection)
+/// <summary>
+/// Calls the guest agent. Thread-safe: calls are multiplexed on one TTRPC connection. With a
+/// <see cref="CallTimeout"/>, every call that is not a wait by design gets it as its deadline (unless the caller
+/// passes its own), so a hung guest fails calls with <see cref="AgentDeadlineException"/> instead of hanging them.
+/// The long polls (WaitProcess, ReadStdout/ReadStderr, WriteStdin, GetOomEvent, GetLogRecords) end when the
+/// connection does: when the VM dies or the sandbox stops.
+/// </summary>
+public sealed class AgentClient(TtrpcClient connection, TimeSpan? callTimeout = null)
 {
     /// <summary>The TTRPC service name of the agent, as the guest serves it.</summary>
     public const string ServiceName = "csharp.agent.v1.Agent";
 
     public TtrpcClient Connection { get; } = connection;
 
+    /// <summary>The deadline of each non-waiting call; null: none.</summary>
+    public TimeSpan? CallTimeout { get; } = callTimeout;
+
     public Task<CheckResponse> CheckAsync(CheckRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<CheckRequest, CheckResponse>(ServiceName, "Check", request, options, cancellationToken);
+        CallAsync<CheckRequest, CheckResponse>("Check", request, options, cancellationToken);
 
     public Task<Empty> CreateSandboxAsync(CreateSandboxRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<CreateSandboxRequest, Empty>(ServiceName, "CreateSandbox", request, options, cancellationToken);
+        CallAsync<CreateSandboxRequest, Empty>("CreateSandbox", request, options, cancellationToken);
 
     public Task<Empty> DestroySandboxAsync(DestroySandboxRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<DestroySandboxRequest, Empty>(ServiceName, "DestroySandbox", request, options, cancellationToken);
+        CallAsync<DestroySandboxRequest, Empty>("DestroySandbox", request, options, cancellationToken);
 
     public Task<CreateContainerResponse> CreateContainerAsync(CreateContainerRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<CreateContainerRequest, CreateContainerResponse>(ServiceName, "CreateContainer", request, options, cancellationToken);
+        CallAsync<CreateContainerRequest, CreateContainerResponse>("CreateContainer", request, options, cancellationToken);
 
     public Task<Empty> StartContainerAsync(StartContainerRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<StartContainerRequest, Empty>(ServiceName, "StartContainer", request, options, cancellationToken);
+        CallAsync<StartContainerRequest, Empty>("StartContainer", request, options, cancellationToken);
 
     public Task<Empty> RemoveContainerAsync(RemoveContainerRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<RemoveContainerRequest, Empty>(ServiceName, "RemoveContainer", request, options, cancellationToken);
+        CallAsync<RemoveContainerRequest, Empty>("RemoveContainer", request, options, cancellationToken);
 
     public Task<ExecProcessResponse> ExecProcessAsync(ExecProcessRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<ExecProcessRequest, ExecProcessResponse>(ServiceName, "ExecProcess", request, options, cancellationToken);
+        CallAsync<ExecProcessRequest, ExecProcessResponse>("ExecProcess", request, options, cancellationToken);
 
     public Task<WaitProcessResponse> WaitProcessAsync(WaitProcessRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<WaitProcessRequest, WaitProcessResponse>(ServiceName, "WaitProcess", request, options, cancellationToken);
+        WaitAsync<WaitProcessRequest, WaitProcessResponse>("WaitProcess", request, options, cancellationToken);
 
     public Task<Empty> SignalProcessAsync(SignalProcessRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<SignalProcessRequest, Empty>(ServiceName, "SignalProcess", request, options, cancellationToken);
+        CallAsync<SignalProcessRequest, Empty>("SignalProcess", request, options, cancellationToken);
 
     public Task<WriteStreamResponse> WriteStdinAsync(WriteStreamRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<WriteStreamRequest, WriteStreamResponse>(ServiceName, "WriteStdin", request, options, cancellationToken);
+        WaitAsync<WriteStreamRequest, WriteStreamResponse>("WriteStdin", request, options, cancellationToken);
 
     public Task<ReadStreamResponse> ReadStdoutAsync(ReadStreamRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<ReadStreamRequest, ReadStreamResponse>(ServiceName, "ReadStdout", request, options, cancellationToken);
+        WaitAsync<ReadStreamRequest, ReadStreamResponse>("ReadStdout", request, options, cancellationToken);
 
     public Task<ReadStreamResponse> ReadStderrAsync(ReadStreamRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<ReadStreamRequest, ReadStreamResponse>(ServiceName, "ReadStderr", request, options, cancellationToken);
+        WaitAsync<ReadStreamRequest, ReadStreamResponse>("ReadStderr", request, options, cancellationToken);
 
     public Task<Empty> CloseStdinAsync(CloseStdinRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<CloseStdinRequest, Empty>(ServiceName, "CloseStdin", request, options, cancellationToken);
+        CallAsync<CloseStdinRequest, Empty>("CloseStdin", request, options, cancellationToken);
 
     public Task<Empty> TtyWinResizeAsync(TtyWinResizeRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<TtyWinResizeRequest, Empty>(ServiceName, "TtyWinResize", request, options, cancellationToken);
+        CallAsync<TtyWinResizeRequest, Empty>("TtyWinResize", request, options, cancellationToken);
 
     public Task<Empty> PauseContainerAsync(ContainerRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<ContainerRequest, Empty>(ServiceName, "PauseContainer", request, options, cancellationToken);
+        CallAsync<ContainerRequest, Empty>("PauseContainer", request, options, cancellationToken);
 
     public Task<Empty> ResumeContainerAsync(ContainerRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<ContainerRequest, Empty>(ServiceName, "ResumeContainer", request, options, cancellationToken);
+        CallAsync<ContainerRequest, Empty>("ResumeContainer", request, options, cancellationToken);
 
     public Task<ListProcessesResponse> ListProcessesAsync(ContainerRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<ContainerRequest, ListProcessesResponse>(ServiceName, "ListProcesses", request, options, cancellationToken);
+        CallAsync<ContainerRequest, ListProcessesResponse>("ListProcesses", request, options, cancellationToken);
 
     public Task<StatsContainerResponse> StatsContainerAsync(ContainerRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<ContainerRequest, StatsContainerResponse>(ServiceName, "StatsContainer", request, options, cancellationToken);
+        CallAsync<ContainerRequest, StatsContainerResponse>("StatsContainer", request, options, cancellationToken);
 
     public Task<Empty> UpdateContainerAsync(UpdateContainerRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<UpdateContainerRequest, Empty>(ServiceName, "UpdateContainer", request, options, cancellationToken);
+        CallAsync<UpdateContainerRequest, Empty>("UpdateContainer", request, options, cancellationToken);
 
     public Task<Empty> OnlineCpuMemAsync(OnlineCpuMemRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<OnlineCpuMemRequest, Empty>(ServiceName, "OnlineCpuMem", request, options, cancellationToken);
+        CallAsync<OnlineCpuMemRequest, Empty>("OnlineCpuMem", request, options, cancellationToken);
 
     public Task<OomEvent> GetOomEventAsync(GetOomEventRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<GetOomEventRequest, OomEvent>(ServiceName, "GetOomEvent", request, options, cancellationToken);
+        WaitAsync<GetOomEventRequest, OomEvent>("GetOomEvent", request, options, cancellationToken);
 
     public Task<Interface> UpdateInterfaceAsync(Interface request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<Interface, Interface>(ServiceName, "UpdateInterface", request, options, cancellationToken);
+        CallAsync<Interface, Interface>("UpdateInterface", request, options, cancellationToken);
 
     public Task<UpdateRoutesResponse> UpdateRoutesAsync(UpdateRoutesRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<UpdateRoutesRequest, UpdateRoutesResponse>(ServiceName, "UpdateRoutes", request, options, cancellationToken);
+        CallAsync<UpdateRoutesRequest, UpdateRoutesResponse>("UpdateRoutes", request, options, cancellationToken);
 
     public Task<LogRecords> GetLogRecordsAsync(GetLogRecordsRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<GetLogRecordsRequest, LogRecords>(ServiceName, "GetLogRecords", request, options, cancellationToken);
+        WaitAsync<GetLogRecordsRequest, LogRecords>("GetLogRecords", request, options, cancellationToken);
+
+    /// <summary>A call that may wait as long as its purpose needs (the caller's options and token bound it).</summary>
+    private Task<TResponse> WaitAsync<TRequest, TResponse>(string method, TRequest request, TtrpcCallOptions? options, CancellationToken cancellationToken)
+        where TRequest : Google.Protobuf.IMessage
+        where TResponse : Google.Protobuf.IMessage<TResponse>, new() =>
+        Connection.CallAsync<TRequest, TResponse>(ServiceName, method, request, options, cancellationToken);
+
+    private async Task<TResponse> CallAsync<TRequest, TResponse>(string method, TRequest request, TtrpcCallOptions? options, CancellationToken cancellationToken)
+        where TRequest : Google.Protobuf.IMessage
+        where TResponse : Google.Protobuf.IMessage<TResponse>, new()
+    {
+        if (CallTimeout is not { } timeout || options?.Timeout is not null)
+        {
+            return await Connection.CallAsync<TRequest, TResponse>(ServiceName, method, request, options, cancellationToken);
+        }
+
+        var bounded = new TtrpcCallOptions { Timeout = timeout, Metadata = options?.Metadata };
+        try
+        {
+            return await Connection.CallAsync<TRequest, TResponse>(ServiceName, method, request, bounded, cancellationToken);
+        }
+        catch (TtrpcException e) when (e.Code == TtrpcStatusCode.DeadlineExceeded)
+        {
+            throw new AgentDeadlineException(method, timeout, e);
+        }
+    }
+}
+
+/// <summary>The guest agent did not answer a call within the agent deadline: the guest has stopped answering.</summary>
+public sealed class AgentDeadlineException(string method, TimeSpan timeout, Exception? inner = null)
+    : TtrpcException(TtrpcStatusCode.DeadlineExceeded, MessageFor(method, timeout), inner)
+{
+    public string Method { get; } = method;
+
+    public static string MessageFor(string method, TimeSpan timeout) =>
+        string.Create(System.Globalization.CultureInfo.InvariantCulture, $"guest agent did not answer {method} within {timeout.TotalSeconds:0.###} s: the VM may be hung");
 }

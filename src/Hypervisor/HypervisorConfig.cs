@@ -49,6 +49,10 @@ public sealed class HypervisorConfig
     /// its console; without one it is stopped and, under "auto", booted again under TCG.</summary>
     public int KvmProbeSeconds { get; set; } = 10;
 
+    /// <summary>How long a guest agent call may go unanswered before it fails as "the VM may be hung". Calls that
+    /// wait by design (a process's exit, its output, OOM events, log records) have no deadline.</summary>
+    public int AgentTimeoutSeconds { get; set; } = 30;
+
     /// <summary>Logs QEMU's command line and stderr at Information instead of Debug.</summary>
     public bool Debug { get; set; }
 

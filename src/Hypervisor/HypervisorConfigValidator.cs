@@ -7,6 +7,7 @@ public static class HypervisorConfigValidator
     public const int MaxVCpuLimit = 255;
     public const int MaxMemorySlots = 256;
     public const int MaxKvmProbeSeconds = 300;
+    public const int MaxAgentTimeoutSeconds = 3600;
 
     public static readonly IReadOnlyList<string> Accelerators = ["kvm", "tcg", "auto"];
     public static readonly IReadOnlyList<string> AgentTransports = ["vsock", "virtio-serial", "auto"];
@@ -57,6 +58,11 @@ public static class HypervisorConfigValidator
             config.KvmProbeSeconds is >= 1 and <= MaxKvmProbeSeconds,
             $"kvmProbeSeconds must be between 1 and {MaxKvmProbeSeconds}, got {config.KvmProbeSeconds}",
             "kvmProbeSeconds");
+        Require(
+            config,
+            config.AgentTimeoutSeconds is >= 1 and <= MaxAgentTimeoutSeconds,
+            $"agentTimeoutSeconds must be between 1 and {MaxAgentTimeoutSeconds}, got {config.AgentTimeoutSeconds}",
+            "agentTimeoutSeconds");
         Require(
             config,
             config.KernelParams.AsSpan().IndexOfAny('\r', '\n') < 0,

@@ -22,6 +22,9 @@ internal static partial class Native
     [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
     public static partial int Ioctl(int fd, nuint request, ref ulong argument);
 
+    [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    public static partial int Kill(int pid, int signal);
+
     [LibraryImport("libc", EntryPoint = "strerror")]
     private static partial IntPtr StrError(int errno);
 

@@ -377,6 +377,7 @@ public sealed partial class QemuVm : IAsyncDisposable
         {
             process = QemuProcess.Start(config.QemuPath, CommandLine, spec.WorkDirectory, logger, config.Debug, spec.NetworkNamespace);
             exitMonitor = MonitorExitAsync(process);
+            RecordIdentity(process.Pid);
             qmp = await ConnectQmpAsync(process, linked.Token);
             qmp.EventObserver = OnQmpEvent;
             var status = await qmp.ExecuteAsync(new QueryStatus(), linked.Token);
@@ -645,9 +646,23 @@ public sealed partial class QemuVm : IAsyncDisposable
         state = to;
     }
 
+    /// <summary>Process.Start returns after the exec, so /proc shows QEMU itself, not the forked shim.</summary>
+    private void RecordIdentity(int pid)
+    {
+        try
+        {
+            QemuIdentity.Capture(pid)?.Write(Paths.IdentityFile);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // `delete` then falls back to the command line and the executable's name.
+            LogIdentityNotRecorded(logger, SandboxId, Paths.IdentityFile, e.Message);
+        }
+    }
+
     private void DeleteRuntimeFiles()
     {
-        foreach (var path in new[] { Paths.QmpSocket, Paths.AgentSocket, Paths.PidFile })
+        foreach (var path in new[] { Paths.QmpSocket, Paths.AgentSocket, Paths.PidFile, Paths.IdentityFile })
         {
             try
             {
@@ -701,6 +716,9 @@ public sealed partial class QemuVm : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "cannot delete {Path}: {Reason}")]
     private static partial void LogDeleteFailed(ILogger logger, string path, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "vm {SandboxId}: could not record qemu's identity in {Path}: {Reason}")]
+    private static partial void LogIdentityNotRecorded(ILogger logger, string sandboxId, string path, string reason);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "vm {SandboxId}: agent channel {EndPoint} connected after {Attempts} attempt(s)")]
     private static partial void LogAgentConnected(ILogger logger, string sandboxId, System.Net.EndPoint endPoint, int attempts);

@@ -39,4 +39,7 @@ public sealed record VmPaths(string WorkDirectory)
     public string ConsoleLog => Path.Combine(WorkDirectory, "console.log");
 
     public string PidFile => Path.Combine(WorkDirectory, "qemu.pid");
+
+    /// <summary>QEMU's <see cref="QemuIdentity"/>, beside its pid file, for a `delete` after the shim died.</summary>
+    public string IdentityFile => Path.Combine(WorkDirectory, QemuIdentity.FileName);
 }

@@ -40,6 +40,7 @@ internal static partial class DaemonCommand
     private static async Task<int> ServeAsync(ShimFlags flags, ILoggerFactory loggerFactory, ILogger logger)
     {
         AdjustOomScore(logger);
+        ShimV2.Shim.Native.FileDescriptors.SetCloseOnExec(DaemonSpawner.ListenFd);
         using var listener = new Socket(new SafeSocketHandle(DaemonSpawner.ListenFd, ownsHandle: true));
         var context = new ShimContext
         {

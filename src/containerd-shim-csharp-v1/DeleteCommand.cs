@@ -12,6 +12,8 @@ namespace ShimV2.Cli;
 /// </summary>
 internal static class DeleteCommand
 {
+    private static readonly TimeSpan DaemonAnswerTimeout = TimeSpan.FromSeconds(5);
+
     public static int Run(ShimFlags flags)
     {
         try
@@ -27,8 +29,14 @@ internal static class DeleteCommand
             }
 
             var sandboxId = spec?.SandboxId(flags.Id) ?? flags.Id;
-            var daemonAlive = ShimSocket.Accepts(ShimSocket.PathFor(flags.Address, flags.Namespace, sandboxId));
+            var socket = ShimSocket.PathFor(flags.Address, flags.Namespace, sandboxId);
+            var daemonAlive = ShimSocket.Answers(socket, DaemonAnswerTimeout);
             SandboxCleanup.CleanContainer(new SandboxPaths(sandboxId), flags.Id, daemonAlive);
+            if (!daemonAlive && File.Exists(socket))
+            {
+                // A killed shim leaves its socket file; nobody answers on it any more.
+                File.Delete(socket);
+            }
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
         {

@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
+using ShimV2.Ttrpc;
 
 namespace ShimV2.Cli;
 
@@ -34,6 +35,41 @@ internal static class ShimSocket
             return true;
         }
         catch (SocketException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Whether a live shim serves this socket: it answers a Connect within <paramref name="timeout"/>. Stronger than
+    /// <see cref="Accepts"/>: a listening socket a dead shim's child still holds accepts connections nobody serves.
+    /// </summary>
+    public static bool Answers(string path, TimeSpan timeout)
+    {
+        if (!Accepts(path))
+        {
+            return false;
+        }
+
+        return AnswersAsync(path, timeout).GetAwaiter().GetResult();
+    }
+
+    private static async Task<bool> AnswersAsync(string path, TimeSpan timeout)
+    {
+        try
+        {
+            using var connect = new CancellationTokenSource(timeout);
+            await using var client = await TtrpcClient.ConnectUnixAsync(path, connect.Token);
+            await client.CallAsync<Containerd.Task.V2.ConnectRequest, Containerd.Task.V2.ConnectResponse>(
+                "containerd.task.v2.Task", "Connect", new Containerd.Task.V2.ConnectRequest(), new TtrpcCallOptions { Timeout = timeout });
+            return true;
+        }
+        catch (TtrpcException e) when (e.Code is not (TtrpcStatusCode.DeadlineExceeded or TtrpcStatusCode.Unavailable))
+        {
+            // It answered, if only with an error: somebody serves it.
+            return true;
+        }
+        catch (Exception e) when (e is TtrpcException or OperationCanceledException or IOException or SocketException)
         {
             return false;
         }

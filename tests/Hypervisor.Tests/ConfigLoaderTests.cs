@@ -64,6 +64,7 @@ public sealed class ConfigLoaderTests : IDisposable
         Assert.Equal("auto", config.AgentTransport);
         Assert.Equal(60, config.BootTimeoutSeconds);
         Assert.Equal(10, config.KvmProbeSeconds);
+        Assert.Equal(30, config.AgentTimeoutSeconds);
         Assert.Equal("", config.InitrdPath);
     }
 
@@ -96,6 +97,8 @@ public sealed class ConfigLoaderTests : IDisposable
         { "bootTimeoutSeconds", "0", "bootTimeoutSeconds must be at least 1, got 0" },
         { "kvmProbeSeconds", "0", "kvmProbeSeconds must be between 1 and 300, got 0" },
         { "kvmProbeSeconds", "301", "kvmProbeSeconds must be between 1 and 300, got 301" },
+        { "agentTimeoutSeconds", "0", "agentTimeoutSeconds must be between 1 and 3600, got 0" },
+        { "agentTimeoutSeconds", "3601", "agentTimeoutSeconds must be between 1 and 3600, got 3601" },
         { "accelerator", "\"xen\"", "unknown accelerator \"xen\", expected one of: kvm, tcg, auto" },
         { "agentTransport", "\"tcp\"", "unknown agentTransport \"tcp\", expected one of: vsock, virtio-serial, auto" },
         { "sharedFs", "\"virtiofs\"", "unknown sharedFs \"virtiofs\", expected one of: virtio-9p, none" },

@@ -40,6 +40,17 @@ internal sealed class FakeAgent(bool serveLogRecords = true)
 
     public ConcurrentQueue<string> Calls { get; } = new();
 
+    /// <summary>A hung guest: ExecProcess and SignalProcess are taken and never answered.</summary>
+    public bool Hung { get; set; }
+
+    private async Task HangIfHungAsync(TtrpcCallContext context)
+    {
+        if (Hung)
+        {
+            await Task.Delay(Timeout.Infinite, context.CancellationToken);
+        }
+    }
+
     public GuestProcess Process(string containerId, string execId = "") => Processes[$"{containerId}/{execId}"];
 
     public TtrpcServiceDefinition Definition()
@@ -90,11 +101,12 @@ internal sealed class FakeAgent(bool serveLogRecords = true)
                 Calls.Enqueue($"start {r.ContainerId}");
                 return Task.FromResult(new Empty());
             })
-            .AddUnary<Agent.Protocol.V1.ExecProcessRequest, ExecProcessResponse>("ExecProcess", (r, c) =>
+            .AddUnary<Agent.Protocol.V1.ExecProcessRequest, ExecProcessResponse>("ExecProcess", async (r, c) =>
             {
                 Calls.Enqueue($"exec {r.ContainerId}/{r.ExecId} {r.ProcessJson.ToStringUtf8()}");
+                await HangIfHungAsync(c);
                 var p = Add(r.ContainerId, r.ExecId);
-                return Task.FromResult(new ExecProcessResponse { Pid = p.Pid });
+                return new ExecProcessResponse { Pid = p.Pid };
             })
             .AddUnary<WaitProcessRequest, WaitProcessResponse>("WaitProcess", async (r, c) =>
             {
@@ -102,9 +114,10 @@ internal sealed class FakeAgent(bool serveLogRecords = true)
                 var (status, oom) = await p.Exit.Task;
                 return new WaitProcessResponse { ExitStatus = status, Pid = p.Pid, OomKilled = oom };
             })
-            .AddUnary<SignalProcessRequest, Empty>("SignalProcess", (r, c) =>
+            .AddUnary<SignalProcessRequest, Empty>("SignalProcess", async (r, c) =>
             {
                 Calls.Enqueue($"signal {r.ContainerId}/{r.ExecId} {r.Signal} all={r.All}");
+                await HangIfHungAsync(c);
                 var targets = r.All
                     ? Processes.Values.Where(p => p.ContainerId == r.ContainerId)
                     : [Get(r.ContainerId, r.ExecId)];
@@ -113,7 +126,7 @@ internal sealed class FakeAgent(bool serveLogRecords = true)
                     p.End(128 + r.Signal);
                 }
 
-                return Task.FromResult(new Empty());
+                return new Empty();
             })
             .AddUnary<RemoveContainerRequest, Empty>("RemoveContainer", (r, c) =>
             {

@@ -78,6 +78,9 @@ internal sealed class TaskServiceHarness : IAsyncDisposable
 
         public List<FakeSandbox> Launched { get; } = [];
 
+        /// <summary>The sandboxes' agent deadline (the config's agentTimeoutSeconds); null: none.</summary>
+        public TimeSpan? AgentTimeout { get; set; }
+
         public async Task<ISandbox> LaunchAsync(SandboxLaunchRequest request, CancellationToken cancellationToken)
         {
             if (Gate is not null)
@@ -86,7 +89,7 @@ internal sealed class TaskServiceHarness : IAsyncDisposable
             }
 
             var client = await TtrpcClient.ConnectUnixAsync(agentSocket, cancellationToken);
-            var sandbox = new FakeSandbox(request.SandboxId, new SandboxPaths(request.SandboxId, stateRoot), new AgentClient(client));
+            var sandbox = new FakeSandbox(request.SandboxId, new SandboxPaths(request.SandboxId, stateRoot), new AgentClient(client, AgentTimeout));
             Launched.Add(sandbox);
             return sandbox;
         }
@@ -132,6 +135,17 @@ internal sealed class TaskServiceHarness : IAsyncDisposable
         }
 
         public ValueTask DisposeAsync() => new(StopAsync(CancellationToken.None));
+
+        /// <summary>Why the VM was terminated, once it was.</summary>
+        public string? TerminatedBecause { get; private set; }
+
+        public Task TerminateVmAsync(string reason)
+        {
+            TerminatedBecause = reason;
+            _exited.TrySetResult();
+            Agent.Connection.Abort(new IOException("the VM was stopped"));
+            return Task.CompletedTask;
+        }
     }
 
     internal sealed class FakeMounter : IRootfsMounter

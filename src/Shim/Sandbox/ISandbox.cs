@@ -34,6 +34,10 @@ public interface ISandbox : IAsyncDisposable
     /// </summary>
     Task<SandboxSize> GrowAsync(SandboxSize wanted, CancellationToken cancellationToken);
 
+    /// <summary>Stops the VM (QMP quit, then SIGKILL) without removing host state: every process of the pod then
+    /// exits, and the containers can be deleted. For a guest that stopped answering.</summary>
+    Task TerminateVmAsync(string reason);
+
     /// <summary>Stops the VM and removes the sandbox's host state; idempotent.</summary>
     Task StopAsync(CancellationToken cancellationToken);
 }

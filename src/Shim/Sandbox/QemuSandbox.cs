@@ -33,7 +33,7 @@ public sealed partial class QemuSandbox : ISandbox
         _vm = vm;
         _connection = connection;
         _logger = logger;
-        Agent = new AgentClient(connection);
+        Agent = new AgentClient(connection, TimeSpan.FromSeconds(config.AgentTimeoutSeconds));
     }
 
     public string Id { get; }
@@ -241,6 +241,18 @@ public sealed partial class QemuSandbox : ISandbox
 
     public async ValueTask DisposeAsync() => await StopAsync(CancellationToken.None);
 
+    /// <summary>
+    /// Ends a VM whose guest stopped answering: QMP quit (a stopped QEMU does not answer it either), SIGKILL after
+    /// the grace. The agent connection is closed with it, so every waiting call (exits, output) ends and each
+    /// process is reported exited; the host state stays for the containers' Delete.
+    /// </summary>
+    public async Task TerminateVmAsync(string reason)
+    {
+        LogTerminating(_logger, Id, reason);
+        await _vm.StopAsync(TimeSpan.FromSeconds(3), CancellationToken.None);
+        _connection.Abort(new IOException($"the VM was stopped: {reason}"));
+    }
+
     /// <summary>Unmounts whatever is left in the share and removes the sandbox directory.</summary>
     internal static void RemoveHostState(SandboxPaths paths)
     {
@@ -325,6 +337,9 @@ public sealed partial class QemuSandbox : ISandbox
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId}: could not remove the tc redirects from the pod's interfaces: {Reason}")]
     private static partial void LogUnwireFailed(ILogger logger, string sandboxId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId}: stopping the VM: {Reason}")]
+    private static partial void LogTerminating(ILogger logger, string sandboxId, string reason);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId}: VM stopped, host state removed")]
     private static partial void LogVmStopped(ILogger logger, string sandboxId);

@@ -26,6 +26,7 @@ public sealed partial class TaskService : IAsyncDisposable
     public const string DefaultConfigPath = "/etc/containerd-shim-csharp/qemu.json";
 
     private static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(10);
+    private const uint SigKill = 9;
 
     private readonly ShimContext _context;
     private readonly ISandboxLauncher _launcher;
@@ -253,10 +254,19 @@ public sealed partial class TaskService : IAsyncDisposable
             process.Check(s => s.CheckKill());
         }
 
-        await sandbox.Agent.SignalProcessAsync(
-            new SignalProcessRequest { ContainerId = request.Id, ExecId = request.ExecId, Signal = request.Signal, All = request.All },
-            null,
-            cancellationToken);
+        try
+        {
+            await sandbox.Agent.SignalProcessAsync(
+                new SignalProcessRequest { ContainerId = request.Id, ExecId = request.ExecId, Signal = request.Signal, All = request.All },
+                null,
+                cancellationToken);
+        }
+        catch (Agent.Protocol.AgentDeadlineException e) when (request.Signal == SigKill && process.IsInit)
+        {
+            // A guest that does not answer can run nothing: SIGKILL of a container must still end it, and only
+            // the VM's end can. Every process of the pod then exits, reported by its watcher.
+            await sandbox.TerminateVmAsync($"SIGKILL of {request.Id}: {e.Message}");
+        }
         if (process.State == ProcessStateKind.Created)
         {
             process.SettleStart();
