@@ -48,7 +48,8 @@ build_pause_image() (
   local out="$1" ref="${2:-$PAUSE_IMAGE_REF_DEFAULT}"
   command -v gcc >/dev/null || die "gcc is not installed (needed to build the pause image)"
   local stamp_want
-  stamp_want="$(_sha256 "${BASH_SOURCE[0]}") $(gcc -dumpfullversion) $ref"
+  # The packing lives in busybox-image.sh: a change there rebuilds this image too.
+  stamp_want="$(_sha256 "${BASH_SOURCE[0]}") $(_sha256 "$(dirname "${BASH_SOURCE[0]}")/busybox-image.sh") $(gcc -dumpfullversion) $ref"
   if [[ -f "$out" && -f "$out.stamp" && "$(cat "$out.stamp")" == "$stamp_want" ]]; then
     return 0
   fi
@@ -56,32 +57,13 @@ build_pause_image() (
   local work; work="$(mktemp -d)"
   # shellcheck disable=SC2064
   trap "rm -rf '$work'" EXIT
-  local root="$work/rootfs" lay="$work/layout"
-  mkdir -p "$root" "$lay/blobs/sha256"
+  local root="$work/rootfs"
+  mkdir -p "$root"
   _pause_source >"$work/pause.c"
   gcc -static -Os -s -o "$root/pause" "$work/pause.c" || die "compiling pause.c failed"
   chmod 0755 "$root/pause"
 
-  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --format=gnu \
-      -C "$root" -cf "$work/layer.tar" . || die "tar of the pause rootfs failed"
-  local layer_digest layer_size
-  read -r layer_digest layer_size < <(_blob "$lay" "$work/layer.tar")
-
-  printf '%s' '{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/pause"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:'"$layer_digest"'"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"eng/lib/pause-image.sh"}],"created":"1970-01-01T00:00:00Z"}' >"$work/config.json"
-  local cfg_digest cfg_size
-  read -r cfg_digest cfg_size < <(_blob "$lay" "$work/config.json")
-
-  printf '%s' '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:'"$cfg_digest"'","size":'"$cfg_size"'},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:'"$layer_digest"'","size":'"$layer_size"'}]}' >"$work/manifest.json"
-  local man_digest man_size
-  read -r man_digest man_size < <(_blob "$lay" "$work/manifest.json")
-
-  printf '%s' '{"imageLayoutVersion":"1.0.0"}' >"$lay/oci-layout"
-  printf '%s' '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:'"$man_digest"'","size":'"$man_size"',"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"'"$ref"'","org.opencontainers.image.ref.name":"'"$ref"'"}}]}' >"$lay/index.json"
-
-  mkdir -p "$(dirname "$out")"
-  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --format=gnu \
-      -C "$lay" -cf "$out.tmp" oci-layout index.json blobs || die "tar of OCI layout failed"
-  mv -f "$out.tmp" "$out"
+  _oci_image_tarball "$root" "$work" "$out" "$ref" '"Entrypoint":["/pause"],"WorkingDir":"/"' "eng/lib/pause-image.sh"
   printf '%s' "$stamp_want" >"$out.stamp"
 )
 fi
