@@ -24,6 +24,10 @@ public sealed class AcceleratorLogTests(ContainerdFixture fixture, ITestOutputHe
         {
             Assert.Contains($"vm {id}: accelerator Tcg: no /dev/kvm; using TCG", line, StringComparison.Ordinal);
         }
+        else if (KvmHost.IsPvmOnly)
+        {
+            Assert.Contains($"vm {id}: accelerator Tcg: KVM is PVM-only (kvm_pvm)", line, StringComparison.Ordinal);
+        }
 
         await HostState.AssertNothingLeftAsync(s.Containerd, id);
     });

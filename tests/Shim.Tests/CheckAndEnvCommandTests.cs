@@ -40,6 +40,10 @@ public sealed class CheckAndEnvCommandTests : IDisposable
         {
             Assert.Equal("warn accelerator  tcg: no /dev/kvm; using TCG (pods start, slower than under KVM)", lines[5]);
         }
+        else if (KvmHost.IsPvmOnly)
+        {
+            Assert.StartsWith("warn accelerator  tcg: KVM is PVM-only (kvm_pvm)", lines[5], StringComparison.Ordinal);
+        }
 
         Assert.Equal($"warn containerd   no containerd answers on {noContainerd}: the socket does not exist", lines[10]);
     }
