@@ -30,7 +30,7 @@ public sealed class PodNamespaceTests
         var plan = Plan(AppSpec(pidPath: "/proc/4242/ns/pid"), Pause);
         var records = Records.Of(plan.Instructions);
         Assert.Equal(
-            [(Libc.CLONE_NEWIPC, "/proc/77/ns/ipc"), (Libc.CLONE_NEWUTS, "/proc/77/ns/uts"), (Libc.CLONE_NEWPID, "/proc/77/ns/pid")],
+            [(Libc.CLONE_NEWIPC, "/proc/77/ns/ipc"), (Libc.CLONE_NEWPID, "/proc/77/ns/pid"), (Libc.CLONE_NEWUTS, "/proc/77/ns/uts")],
             Joins(records).OrderBy(j => j.Item2, StringComparer.Ordinal).ToList());
         Assert.Equal(Libc.CLONE_NEWNS, records.U32Of(HelperOp.Unshare));
         Assert.Equal(Libc.CLONE_NEWNS | Libc.CLONE_NEWPID | Libc.CLONE_NEWIPC | Libc.CLONE_NEWUTS, plan.NamespaceFlags);
