@@ -147,14 +147,17 @@ public sealed class ContainerPlannerTests : IDisposable
     }
 
     [Fact]
-    public void Namespace_paths_mean_the_pods_shared_namespaces()
+    public void Namespace_paths_without_a_pod_sandbox_in_the_VM_are_warned_about()
     {
         var spec = Ctr();
-        spec.Linux!.Namespaces = [new OciNamespace { Type = "uts", Path = "/proc/42/ns/uts" }, new OciNamespace { Type = "ipc", Path = "/proc/42/ns/ipc" }, new OciNamespace { Type = "mount" }];
+        spec.Linux!.Namespaces = [new OciNamespace { Type = "uts", Path = "/proc/42/ns/uts" }, new OciNamespace { Type = "ipc", Path = "/proc/42/ns/ipc" }, new OciNamespace { Type = "pid", Path = "/proc/42/ns/pid" }, new OciNamespace { Type = "mount" }, new OciNamespace { Type = "network" }];
         var plan = ContainerPlanner.PlanCreate(spec, "/r", false, null, Context());
-        Assert.Equal(Libc.CLONE_NEWNS, plan.NamespaceFlags);
+        Assert.Equal(Libc.CLONE_NEWNS | Libc.CLONE_NEWPID, plan.NamespaceFlags);
+        Assert.DoesNotContain(Records.Of(plan.Instructions), r => r.Op == HelperOp.SetNs);
         Assert.Empty(Records.Of(plan.Instructions).Strings(HelperOp.Hostname));
         Assert.Contains(plan.Warnings, w => w.Contains("hostname", StringComparison.Ordinal));
+        Assert.Contains(plan.Warnings, w => w.StartsWith("ipc namespace path /proc/42/ns/ipc names a namespace outside the VM", StringComparison.Ordinal));
+        Assert.Contains(plan.Warnings, w => w.StartsWith("pid namespace path /proc/42/ns/pid", StringComparison.Ordinal) && w.EndsWith("a PID namespace of its own", StringComparison.Ordinal));
     }
 
     [Fact]

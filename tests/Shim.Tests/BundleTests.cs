@@ -41,6 +41,24 @@ public sealed class BundleTests : IDisposable
     public void The_pod_network_namespace_is_the_network_namespace_path(string json, string? expected) =>
         Assert.Equal(expected, BundleSpec.Parse(System.Text.Encoding.UTF8.GetBytes(json), "config.json").NetworkNamespace);
 
+    [Theory]
+    [InlineData("""{"annotations":{"io.kubernetes.cri.container-type":"sandbox"},"linux":{"namespaces":[{"type":"pid"}]}}""", true)]
+    [InlineData("""{"annotations":{"io.kubernetes.cri.container-type":"sandbox"}}""", true)]
+    [InlineData("""{"annotations":{"io.kubernetes.cri.container-type":"sandbox"},"linux":{"namespaces":[{"type":"network","path":"/var/run/netns/cni-1"}]}}""", false)]
+    [InlineData("""{"annotations":{"io.kubernetes.cri.container-type":"sandbox"},"linux":{"namespaces":[{"type":"network"}]}}""", false)]
+    [InlineData("""{"linux":{"namespaces":[{"type":"pid"}]}}""", false)] // ctr run --net-host: not a pod
+    [InlineData("""{"annotations":{"io.kubernetes.cri.container-type":"container"},"linux":{"namespaces":[{"type":"pid"}]}}""", false)]
+    public void Only_a_hostNetwork_pod_sandbox_is_refused(string json, bool refused)
+    {
+        var spec = BundleSpec.Parse(Encoding.UTF8.GetBytes(json), "config.json");
+        Assert.Equal(refused, spec.RefusalReason != null);
+        if (refused)
+        {
+            Assert.Contains("cannot share the host's network namespace", spec.RefusalReason, StringComparison.Ordinal);
+            Assert.DoesNotContain("\n", spec.RefusalReason, StringComparison.Ordinal);
+        }
+    }
+
     [Fact]
     public void A_broken_config_json_is_a_clear_error_naming_the_file()
     {

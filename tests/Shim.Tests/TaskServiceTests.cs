@@ -110,6 +110,20 @@ public sealed class TaskServiceTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task A_hostNetwork_pod_sandbox_is_refused_before_any_VM_boots()
+    {
+        const string HostNetworkSandbox = """
+            {"process":{"args":["/pause"]},"annotations":{"io.kubernetes.cri.container-type":"sandbox","io.kubernetes.cri.sandbox-id":"p1"},
+             "linux":{"namespaces":[{"type":"pid"},{"type":"ipc"},{"type":"mount"}]}}
+            """;
+        var e = await Assert.ThrowsAsync<TtrpcException>(() => _h.CreateAsync("p1", HostNetworkSandbox));
+        Assert.Equal(TtrpcStatusCode.FailedPrecondition, e.Code);
+        Assert.StartsWith("hostNetwork pods are not supported by runtime io.containerd.csharp.v1", e.Message, StringComparison.Ordinal);
+        Assert.Empty(_h.Launcher.Launched);
+        Assert.Equal(0, Service.ContainerCount);
+    }
+
+    [Fact]
     public async Task Checkpoint_is_Unimplemented()
     {
         await StartedAsync("c1");

@@ -8,9 +8,10 @@ public sealed class BundleSpec
     public const string SandboxIdAnnotation = "io.kubernetes.cri.sandbox-id";
     public const string ContainerTypeAnnotation = "io.kubernetes.cri.container-type";
 
-    private BundleSpec(byte[] json, IReadOnlyDictionary<string, string> annotations, string? hostname, bool terminal, string? networkNamespace)
+    private BundleSpec(byte[] json, IReadOnlyDictionary<string, string> annotations, string? hostname, bool terminal, string? networkNamespace, bool hostNetwork)
     {
         NetworkNamespace = networkNamespace;
+        HostNetwork = hostNetwork;
         Json = json;
         Annotations = annotations;
         Hostname = hostname;
@@ -28,6 +29,20 @@ public sealed class BundleSpec
 
     /// <summary>linux.namespaces' network path (CRI's /var/run/netns/cni-..., ctr's --with-ns): the pod's network.</summary>
     public string? NetworkNamespace { get; }
+
+    /// <summary>linux.namespaces has no network entry: the container asks for the host's network (hostNetwork, --net-host).</summary>
+    public bool HostNetwork { get; }
+
+    /// <summary>CRI's pod sandbox (pause) container, by its container-type annotation.</summary>
+    public bool IsCriSandbox => Annotations.TryGetValue(ContainerTypeAnnotation, out var type) && type == "sandbox";
+
+    /// <summary>
+    /// Why the runtime refuses this container, or null. A hostNetwork pod would run in a VM that cannot share the
+    /// host's network namespace: it is refused at RunPodSandbox rather than started without the network it asks for.
+    /// </summary>
+    public string? RefusalReason => IsCriSandbox && HostNetwork
+        ? "hostNetwork pods are not supported by runtime io.containerd.csharp.v1: the pod runs in its own VM, which cannot share the host's network namespace"
+        : null;
 
     /// <summary>The id of the sandbox (pod) this container belongs to: CRI's annotation, else its own id.</summary>
     public string SandboxId(string containerId) =>
@@ -79,21 +94,27 @@ public sealed class BundleSpec
             var terminal = root.TryGetProperty("process", out var p) && p.ValueKind == JsonValueKind.Object
                 && p.TryGetProperty("terminal", out var t) && t.ValueKind == JsonValueKind.True;
             string? netns = null;
+            var hostNetwork = true;
             if (root.TryGetProperty("linux", out var linux) && linux.ValueKind == JsonValueKind.Object
                 && linux.TryGetProperty("namespaces", out var namespaces) && namespaces.ValueKind == JsonValueKind.Array)
             {
                 foreach (var ns in namespaces.EnumerateArray())
                 {
-                    if (ns.ValueKind == JsonValueKind.Object && ns.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String
-                        && type.GetString() == "network" && ns.TryGetProperty("path", out var path) && path.ValueKind == JsonValueKind.String
-                        && path.GetString() is { Length: > 0 } value)
+                    if (ns.ValueKind != JsonValueKind.Object || !ns.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String
+                        || type.GetString() != "network")
+                    {
+                        continue;
+                    }
+
+                    hostNetwork = false;
+                    if (ns.TryGetProperty("path", out var path) && path.ValueKind == JsonValueKind.String && path.GetString() is { Length: > 0 } value)
                     {
                         netns = value;
                     }
                 }
             }
 
-            return new BundleSpec(json, annotations, string.IsNullOrEmpty(hostname) ? null : hostname, terminal, netns);
+            return new BundleSpec(json, annotations, string.IsNullOrEmpty(hostname) ? null : hostname, terminal, netns, hostNetwork);
         }
         catch (JsonException e)
         {

@@ -63,6 +63,11 @@ public sealed partial class TaskService : IAsyncDisposable
         }
 
         var spec = BundleSpec.Load(request.Bundle);
+        if (spec.RefusalReason is { } refusal)
+        {
+            throw Errors.FailedPrecondition(refusal);
+        }
+
         var sandboxId = spec.SandboxId(request.Id);
         var configPath = RuntimeOptions.FromAny(request.Options).ConfigPath ?? _context.DefaultConfigPath ?? DefaultConfigPath;
 

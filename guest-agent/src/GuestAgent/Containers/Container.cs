@@ -39,6 +39,9 @@ internal sealed class Container
 
     public OomWatcher? Oom { get; }
 
+    /// <summary>Its init is not PID 1 of its own PID namespace (the pod's, or the VM's): see ProcessPlan.</summary>
+    public bool SharesPidNamespace { get; init; }
+
     /// <summary>The spec's seccomp filter, applied to every exec as well.</summary>
     public SeccompFilter? Seccomp { get; init; }
 

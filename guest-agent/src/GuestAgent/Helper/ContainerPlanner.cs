@@ -22,6 +22,12 @@ internal sealed record PlannerContext
 
     /// <summary>The guest's device nodes bound into /dev (tests can point elsewhere).</summary>
     public string GuestDevDirectory { get; init; } = "/dev";
+
+    /// <summary>
+    /// The pod's sandbox container when the container being created is another container of the same pod: its
+    /// spec's /proc/PID/ns paths then mean that sandbox's namespaces.
+    /// </summary>
+    public PodSandbox? Sandbox { get; init; }
 }
 
 /// <summary>The instructions for one process, and what the agent keeps from the decisions.</summary>
@@ -29,8 +35,11 @@ internal sealed class ProcessPlan
 {
     public required HelperInstructions Instructions { get; init; }
 
-    /// <summary>CLONE_NEW* flags of the namespaces the container owns (create) or joined (exec).</summary>
+    /// <summary>CLONE_NEW* flags of the namespaces the container owns or joined (its execs join them all).</summary>
     public uint NamespaceFlags { get; init; }
+
+    /// <summary>The init is not PID 1 of a namespace of its own: when it exits, the rest of the container is killed (as runc's shim does).</summary>
+    public bool SharesPidNamespace { get; init; }
 
     public required IReadOnlyList<string> Args { get; init; }
 
@@ -77,7 +86,14 @@ internal static class ContainerPlanner
 
         var ins = new HelperInstructions().Mode(HelperMode.Create);
         var warnings = new List<string>();
-        var flags = Namespaces(spec, warnings);
+        var (flags, joins) = Namespaces(spec, context.Sandbox, warnings);
+        var joined = 0u;
+        foreach (var (flag, path) in joins)
+        {
+            ins.SetNs(flag, path);
+            joined |= flag;
+        }
+
         ins.Unshare(flags);
         ins.Rootfs(rootfs);
         ins.RootPropagation(MountOptionParser.RootPropagation(spec.Linux?.RootfsPropagation));
@@ -109,15 +125,7 @@ internal static class ContainerPlanner
             ins.Domainname(spec.Domainname);
         }
 
-        foreach (var (key, value) in spec.Linux?.Sysctl ?? [])
-        {
-            if (key.Contains('/', StringComparison.Ordinal) || key.Contains("..", StringComparison.Ordinal))
-            {
-                throw AgentException.InvalidArgument($"invalid sysctl \"{key}\"");
-            }
-
-            ins.Sysctl(key, value);
-        }
+        Sysctls(ins, spec);
 
         foreach (var path in spec.Linux?.MaskedPaths ?? [])
         {
@@ -144,7 +152,8 @@ internal static class ContainerPlanner
         var plan = new ProcessPlan
         {
             Instructions = ins,
-            NamespaceFlags = flags,
+            NamespaceFlags = flags | joined,
+            SharesPidNamespace = (flags & Libc.CLONE_NEWPID) == 0,
             Args = process.Args ?? [],
             ConsoleSize = process.ConsoleSize,
             Seccomp = seccomp,
@@ -178,33 +187,43 @@ internal static class ContainerPlanner
         return plan;
     }
 
-    private static uint Namespaces(OciSpec spec, List<string> warnings)
+    /// <summary>
+    /// The namespaces to create (CLONE_NEW* flags) and to join (flag, guest path). A path in a pod container's spec
+    /// means the pod sandbox's namespace; host namespaces (no entry) are the VM's own.
+    /// </summary>
+    private static (uint Create, List<(uint Flag, string Path)> Join) Namespaces(OciSpec spec, PodSandbox? sandbox, List<string> warnings)
     {
         uint flags = Libc.CLONE_NEWNS;
+        var joins = new List<(uint, string)>();
+        var types = new HashSet<string>(StringComparer.Ordinal);
         foreach (var ns in spec.Linux?.Namespaces ?? [])
         {
-            var joins = !string.IsNullOrEmpty(ns.Path);
+            types.Add(ns.Type);
             switch (ns.Type)
             {
                 case "mount":
                     break;
                 case "pid":
-                    if (joins)
+                case "ipc":
+                case "uts":
+                    var (_, flag) = PodNamespaces.Joinable[ns.Type];
+                    if (string.IsNullOrEmpty(ns.Path))
                     {
-                        warnings.Add($"pid namespace path {ns.Path} is a host path: the container gets its own PID namespace");
+                        flags |= flag;
+                    }
+                    else if (JoinPodNamespace(ns.Type, ns.Path, sandbox, warnings) is { } join)
+                    {
+                        joins.Add(join);
+                    }
+                    else if (ns.Type == "pid")
+                    {
+                        // Never the VM's own PID namespace by accident: that is what a spec without one asks for.
+                        flags |= flag;
                     }
 
-                    flags |= Libc.CLONE_NEWPID;
-                    break;
-                case "uts":
-                    // A path means "the pod's": in a VM per pod that is the sandbox's, which the agent holds.
-                    flags |= joins ? 0 : Libc.CLONE_NEWUTS;
-                    break;
-                case "ipc":
-                    flags |= joins ? 0 : Libc.CLONE_NEWIPC;
                     break;
                 case "cgroup":
-                    flags |= joins ? 0 : Libc.CLONE_NEWCGROUP;
+                    flags |= string.IsNullOrEmpty(ns.Path) ? Libc.CLONE_NEWCGROUP : 0;
                     break;
                 case "network":
                     // The VM's network is the pod's network: never a new, empty one.
@@ -219,7 +238,60 @@ internal static class ContainerPlanner
             }
         }
 
-        return flags;
+        HostNamespaceWarnings(types, warnings);
+        return (flags, joins);
+    }
+
+    /// <summary>The sandbox's namespace a /proc/PID/ns path stands for, or null (with a warning) when it is not one.</summary>
+    private static (uint Flag, string Path)? JoinPodNamespace(string type, string path, PodSandbox? sandbox, List<string> warnings)
+    {
+        var (file, flag) = PodNamespaces.Joinable[type];
+        if (sandbox != null && PodNamespaces.IsProcessNamespacePath(path, file))
+        {
+            return (flag, $"/proc/{sandbox.InitPid}/ns/{file}");
+        }
+
+        var instead = type == "pid" ? "the container gets a PID namespace of its own" : $"the container shares the VM's {type.ToUpperInvariant()} namespace";
+        warnings.Add(sandbox == null
+            ? $"{type} namespace path {path} names a namespace outside the VM (no pod sandbox container in this VM to stand for it): {instead}"
+            : $"{type} namespace path {path} is not a /proc/<pid>/ns/{file} path of the pod's sandbox {sandbox.Id}: {instead}");
+        return null;
+    }
+
+    /// <summary>hostPID, hostIPC and host networking cannot reach out of the VM: the VM's own namespaces stand in.</summary>
+    private static void HostNamespaceWarnings(HashSet<string> types, List<string> warnings)
+    {
+        if (!types.Contains("pid"))
+        {
+            warnings.Add("no pid namespace in the spec (host PID): the container shares the VM's PID namespace, not the host's");
+        }
+
+        if (!types.Contains("ipc"))
+        {
+            warnings.Add("no ipc namespace in the spec (host IPC): the container shares the VM's IPC namespace, not the host's");
+        }
+
+        if (!types.Contains("network"))
+        {
+            warnings.Add("no network namespace in the spec (host network): the container has the VM's network, not the host's");
+        }
+    }
+
+    /// <summary>The spec's sysctls, each checked against the namespaces the container has (runc's rule).</summary>
+    private static void Sysctls(HelperInstructions ins, OciSpec spec)
+    {
+        var sysctls = spec.Linux?.Sysctl;
+        if (sysctls is not { Count: > 0 })
+        {
+            return;
+        }
+
+        var types = (spec.Linux?.Namespaces ?? []).Select(n => n.Type).ToHashSet(StringComparer.Ordinal);
+        foreach (var (key, value) in sysctls)
+        {
+            SysctlRules.Place(key, types);
+            ins.Sysctl(key, value);
+        }
     }
 
     /// <summary>Adds the spec's mounts; returns whether /dev is a mount of its own (then devices are populated).</summary>

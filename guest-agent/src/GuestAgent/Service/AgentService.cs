@@ -274,6 +274,7 @@ internal sealed partial class AgentService
             {
                 Cgroup2 = cgroup != null,
                 SharePath = _sharePath,
+                Sandbox = PodSandboxFor(id, spec),
             });
             foreach (var warning in plan.Warnings)
             {
@@ -297,7 +298,11 @@ internal sealed partial class AgentService
 
             var init = new AgentProcess(id, "", session, stdio, cgroup, plan.Args);
             var oom = cgroup == null ? null : OomWatcher.Start(cgroup, id, () => ReportOom(id));
-            var container = new Container(id, rootfs, plan.NamespaceFlags, cgroup, init, oom) { Seccomp = plan.Seccomp };
+            var container = new Container(id, rootfs, plan.NamespaceFlags, cgroup, init, oom)
+            {
+                Seccomp = plan.Seccomp,
+                SharesPidNamespace = plan.SharesPidNamespace,
+            };
             if (!_containers.TryAdd(id, container))
             {
                 oom?.Dispose();
@@ -305,6 +310,11 @@ internal sealed partial class AgentService
             }
 
             _ = ObserveExitAsync(init);
+            if (container.SharesPidNamespace)
+            {
+                _ = KillRestWhenInitExitsAsync(container);
+            }
+
             LogContainerCreated(_logger, id, session.Pid);
             return new CreateContainerResponse { Pid = (uint)session.Pid };
         }
@@ -785,6 +795,48 @@ internal sealed partial class AgentService
         }
 
         return container.Execs.TryGetValue(execId, out var p) ? p : throw AgentException.NotFound($"exec {execId} not found in container {containerId}");
+    }
+
+    /// <summary>
+    /// The pod's sandbox container, when <paramref name="id"/> is another container of the pod and the sandbox's
+    /// init is running here: the namespaces its spec names by /proc path are the sandbox's.
+    /// </summary>
+    private PodSandbox? PodSandboxFor(string id, OciSpec spec)
+    {
+        var sandboxId = PodNamespaces.SandboxIdOf(spec.Annotations, _sandboxId);
+        if (sandboxId == null || PodNamespaces.IsSandboxContainer(spec.Annotations, id, sandboxId))
+        {
+            return null;
+        }
+
+        if (!_containers.TryGetValue(sandboxId, out var sandbox))
+        {
+            return null;
+        }
+
+        if (sandbox.HasExited)
+        {
+            throw AgentException.FailedPrecondition($"the pod's sandbox container {sandboxId} has exited: its namespaces are gone");
+        }
+
+        return new PodSandbox(sandboxId, sandbox.Init.Pid);
+    }
+
+    /// <summary>
+    /// Without a PID namespace of its own nothing ends the container's other processes when its init exits:
+    /// kill them, as runc's shim does for a container in a shared PID namespace.
+    /// </summary>
+    private static async Task KillRestWhenInitExitsAsync(Container container)
+    {
+        await container.Init.Completion;
+        try
+        {
+            KillAll(container);
+        }
+        catch (IOException)
+        {
+            // The cgroup went with a removal that raced this: nothing is left to kill.
+        }
     }
 
     private async Task ObserveExitAsync(AgentProcess process)
