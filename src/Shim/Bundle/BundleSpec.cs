@@ -8,8 +8,9 @@ public sealed class BundleSpec
     public const string SandboxIdAnnotation = "io.kubernetes.cri.sandbox-id";
     public const string ContainerTypeAnnotation = "io.kubernetes.cri.container-type";
 
-    private BundleSpec(byte[] json, IReadOnlyDictionary<string, string> annotations, string? hostname, bool terminal, string? networkNamespace)
+    private BundleSpec(byte[] json, IReadOnlyDictionary<string, string> annotations, string? hostname, bool terminal, string? networkNamespace, string? cgroupsPath = null)
     {
+        CgroupsPath = cgroupsPath;
         NetworkNamespace = networkNamespace;
         Json = json;
         Annotations = annotations;
@@ -28,6 +29,9 @@ public sealed class BundleSpec
 
     /// <summary>linux.namespaces' network path (CRI's /var/run/netns/cni-..., ctr's --with-ns): the pod's network.</summary>
     public string? NetworkNamespace { get; }
+
+    /// <summary>linux.cgroupsPath as given (CRI: /kubepods/.../pod&lt;uid&gt;/&lt;id&gt; or slice:prefix:name; ctr: /&lt;ns&gt;/&lt;id&gt;).</summary>
+    public string? CgroupsPath { get; }
 
     /// <summary>The id of the sandbox (pod) this container belongs to: CRI's annotation, else its own id.</summary>
     public string SandboxId(string containerId) =>
@@ -93,7 +97,9 @@ public sealed class BundleSpec
                 }
             }
 
-            return new BundleSpec(json, annotations, string.IsNullOrEmpty(hostname) ? null : hostname, terminal, netns);
+            string? cgroupsPath = root.TryGetProperty("linux", out var l) && l.ValueKind == JsonValueKind.Object
+                && l.TryGetProperty("cgroupsPath", out var c) && c.ValueKind == JsonValueKind.String && c.GetString() is { Length: > 0 } cg ? cg : null;
+            return new BundleSpec(json, annotations, string.IsNullOrEmpty(hostname) ? null : hostname, terminal, netns, cgroupsPath);
         }
         catch (JsonException e)
         {

@@ -50,6 +50,11 @@ public static class SandboxCleanup
         }
 
         StopOrphanedQemu(paths);
+        if (Cgroups.HostCgroup.RemoveRecordedAsync(QemuSandbox.HostCgroupRecord(paths)).GetAwaiter().GetResult() is { } failure)
+        {
+            throw new IOException($"cannot remove the pod cgroup of sandbox {paths.SandboxId}: {failure}");
+        }
+
         QemuSandbox.RemoveHostState(paths);
     }
 
