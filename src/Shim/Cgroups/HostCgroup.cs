@@ -167,7 +167,7 @@ public sealed partial class HostCgroup
         {
             foreach (var directory in Directories)
             {
-                if (await RemoveAsync(directory) is { } failure)
+                if (await RemoveAsync(directory, RemoveDeadline) is { } failure)
                 {
                     LogRemoveFailed(_logger, directory, failure);
                 }
@@ -183,7 +183,7 @@ public sealed partial class HostCgroup
     /// scope needs nothing: systemd removes an empty transient scope by itself.
     /// </summary>
     /// <returns>What could not be removed, or null.</returns>
-    public static async Task<string?> RemoveRecordedAsync(string recordPath)
+    public static async Task<string?> RemoveRecordedAsync(string recordPath, TimeSpan? patience = null)
     {
         string[] lines;
         try
@@ -200,7 +200,7 @@ public sealed partial class HostCgroup
         {
             foreach (var directory in lines.Skip(1).Where(l => l.StartsWith('/')))
             {
-                failed ??= await RemoveAsync(directory);
+                failed ??= await RemoveAsync(directory, patience ?? RemoveDeadline);
             }
         }
 
@@ -236,9 +236,9 @@ public sealed partial class HostCgroup
     }
 
     /// <summary>rmdir, retried while exiting processes still hold it (a just-reaped QEMU can take a moment).</summary>
-    private static async Task<string?> RemoveAsync(string directory)
+    private static async Task<string?> RemoveAsync(string directory, TimeSpan patience)
     {
-        var deadline = DateTime.UtcNow + RemoveDeadline;
+        var deadline = DateTime.UtcNow + patience;
         while (true)
         {
             try

@@ -50,7 +50,8 @@ public static class SandboxCleanup
         }
 
         StopOrphanedQemu(paths);
-        if (Cgroups.HostCgroup.RemoveRecordedAsync(QemuSandbox.HostCgroupRecord(paths)).GetAwaiter().GetResult() is { } failure)
+        // Its processes are gone (QEMU confirmed dead, the shim too): no waiting within delete's 5 s.
+        if (Cgroups.HostCgroup.RemoveRecordedAsync(QemuSandbox.HostCgroupRecord(paths), TimeSpan.FromSeconds(1)).GetAwaiter().GetResult() is { } failure)
         {
             throw new IOException($"cannot remove the pod cgroup of sandbox {paths.SandboxId}: {failure}");
         }
