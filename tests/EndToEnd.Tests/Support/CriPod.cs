@@ -33,7 +33,9 @@ public sealed class CriPod : IAsyncDisposable
     /// <summary>Where CRI writes this pod's container logs (kubelet's /var/log/pods/&lt;ns&gt;_&lt;name&gt;_&lt;uid&gt;).</summary>
     public string LogDirectory => Config.LogDirectory;
 
-    public static async Task<CriPod> RunAsync(CriClient cri, Scenario scenario, string name)
+    /// <param name="cgroupParent">LinuxPodSandboxConfig.cgroup_parent: the pod's cgroup as kubelet names (and makes)
+    /// it, /kubepods/besteffort/pod&lt;uid&gt;; null: none.</param>
+    public static async Task<CriPod> RunAsync(CriClient cri, Scenario scenario, string name, string? cgroupParent = null)
     {
         var uid = Guid.NewGuid().ToString();
         var config = new PodSandboxConfig
@@ -43,6 +45,7 @@ public sealed class CriPod : IAsyncDisposable
             LogDirectory = Path.Combine(scenario.Containerd.Directory, "pods", $"e2e_{name}_{uid}"),
             Linux = new LinuxPodSandboxConfig
             {
+                CgroupParent = cgroupParent ?? string.Empty,
                 SecurityContext = new LinuxSandboxSecurityContext
                 {
                     NamespaceOptions = new NamespaceOption { Network = NamespaceMode.Pod, Pid = NamespaceMode.Container, Ipc = NamespaceMode.Pod },
