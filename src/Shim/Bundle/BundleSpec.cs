@@ -8,8 +8,9 @@ public sealed class BundleSpec
     public const string SandboxIdAnnotation = "io.kubernetes.cri.sandbox-id";
     public const string ContainerTypeAnnotation = "io.kubernetes.cri.container-type";
 
-    private BundleSpec(byte[] json, IReadOnlyDictionary<string, string> annotations, string? hostname, bool terminal, string? networkNamespace, bool hostNetwork)
+    private BundleSpec(byte[] json, IReadOnlyDictionary<string, string> annotations, string? hostname, bool terminal, string? networkNamespace, bool hostNetwork, string? cgroupsPath = null)
     {
+        CgroupsPath = cgroupsPath;
         NetworkNamespace = networkNamespace;
         HostNetwork = hostNetwork;
         Json = json;
@@ -43,6 +44,8 @@ public sealed class BundleSpec
     public string? RefusalReason => IsCriSandbox && HostNetwork
         ? "hostNetwork pods are not supported by runtime io.containerd.csharp.v1: the pod runs in its own VM, which cannot share the host's network namespace"
         : null;
+    /// <summary>linux.cgroupsPath as given (CRI: /kubepods/.../pod&lt;uid&gt;/&lt;id&gt; or slice:prefix:name; ctr: /&lt;ns&gt;/&lt;id&gt;).</summary>
+    public string? CgroupsPath { get; }
 
     /// <summary>The id of the sandbox (pod) this container belongs to: CRI's annotation, else its own id.</summary>
     public string SandboxId(string containerId) =>
@@ -114,7 +117,9 @@ public sealed class BundleSpec
                 }
             }
 
-            return new BundleSpec(json, annotations, string.IsNullOrEmpty(hostname) ? null : hostname, terminal, netns, hostNetwork);
+            string? cgroupsPath = root.TryGetProperty("linux", out var l) && l.ValueKind == JsonValueKind.Object
+                && l.TryGetProperty("cgroupsPath", out var c) && c.ValueKind == JsonValueKind.String && c.GetString() is { Length: > 0 } cg ? cg : null;
+            return new BundleSpec(json, annotations, string.IsNullOrEmpty(hostname) ? null : hostname, terminal, netns, hostNetwork, cgroupsPath);
         }
         catch (JsonException e)
         {

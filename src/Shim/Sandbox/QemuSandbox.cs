@@ -61,9 +61,11 @@ public sealed partial class QemuSandbox : ISandbox
         TtrpcClient? connection = null;
         PodNetwork? network = null;
         AgentLogForwarder? agentLog = null;
+        Cgroups.HostCgroup? hostCgroup = null;
         try
         {
             network = ScanNetwork(request, logger);
+            hostCgroup = await EnterHostCgroupAsync(request, paths, logger, cancellationToken);
             var spec = new VmSpec
             {
                 SandboxId = request.SandboxId,
@@ -76,6 +78,7 @@ public sealed partial class QemuSandbox : ISandbox
             };
             vm = await QemuVm.StartAsync(spec, loggerFactory, cancellationToken);
             LogVmStarted(logger, request.SandboxId, vm.Pid, vm.AgentTransport);
+            ConfirmInHostCgroup(hostCgroup, vm.Pid);
             if (network is { Interfaces.Count: > 0 })
             {
                 Wire(() => network.Connect(), "connect the pod network to the VM");
@@ -140,7 +143,7 @@ public sealed partial class QemuSandbox : ISandbox
                 await agent.UpdateRoutesAsync(routes, null, boot.Token);
             }
 
-            return new QemuSandbox(request.SandboxId, paths, vm, connection, config, network, agentLog, logger);
+            return new QemuSandbox(request.SandboxId, paths, vm, connection, config, network, agentLog, logger) { HostCgroup = hostCgroup };
         }
         catch (Exception e)
         {
@@ -161,6 +164,7 @@ public sealed partial class QemuSandbox : ISandbox
             }
 
             Unwire(network, logger, request.SandboxId);
+            await LeaveHostCgroupAsync(hostCgroup);
             RemoveHostState(paths);
             if (e is OperationCanceledException && !cancellationToken.IsCancellationRequested)
             {
@@ -235,6 +239,7 @@ public sealed partial class QemuSandbox : ISandbox
         await _connection.DisposeAsync();
         await _vm.StopAsync(TimeSpan.FromSeconds(3), cancellationToken);
         Unwire(_network, _logger, Id);
+        await LeaveHostCgroupAsync(HostCgroup);
         RemoveHostState(Paths);
         LogVmStopped(_logger, Id);
     }

@@ -50,6 +50,12 @@ public static class SandboxCleanup
         }
 
         StopOrphanedQemu(paths);
+        // Its processes are gone (QEMU confirmed dead, the shim too): no waiting within delete's 5 s.
+        if (Cgroups.HostCgroup.RemoveRecordedAsync(QemuSandbox.HostCgroupRecord(paths), TimeSpan.FromSeconds(1)).GetAwaiter().GetResult() is { } failure)
+        {
+            throw new IOException($"cannot remove the pod cgroup of sandbox {paths.SandboxId}: {failure}");
+        }
+
         QemuSandbox.RemoveHostState(paths);
     }
 

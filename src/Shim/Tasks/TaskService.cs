@@ -87,7 +87,9 @@ public sealed partial class TaskService : IAsyncDisposable
             var launchedHere = false;
             if (_sandbox is null)
             {
-                _sandbox = await _launcher.LaunchAsync(new SandboxLaunchRequest(sandboxId, configPath, spec.Hostname ?? sandboxId, spec.NetworkNamespace), cancellationToken);
+                _sandbox = await _launcher.LaunchAsync(
+                    new SandboxLaunchRequest(sandboxId, configPath, spec.Hostname ?? sandboxId, spec.NetworkNamespace, spec.IsSandbox(request.Id) ? spec.CgroupsPath : null),
+                    cancellationToken);
                 launchedHere = true;
                 _ = WatchSandboxAsync(_sandbox);
             }

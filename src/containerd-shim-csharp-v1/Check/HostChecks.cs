@@ -147,7 +147,7 @@ internal static class HostChecks
             if (File.Exists("/sys/fs/cgroup/cgroup.controllers"))
             {
                 var controllers = File.ReadAllText("/sys/fs/cgroup/cgroup.controllers").Trim();
-                return CheckItem.Ok("cgroups", $"v2 (unified), controllers: {(controllers.Length == 0 ? "none" : controllers)}");
+                return CheckItem.Ok("cgroups", $"v2 (unified), controllers: {(controllers.Length == 0 ? "none" : controllers)}; {PodCgroupDrivers()}");
             }
 
             if (File.Exists("/proc/cgroups"))
@@ -158,7 +158,7 @@ internal static class HostChecks
                     .Select(l => l.Split('\t', ' ', StringSplitOptions.RemoveEmptyEntries))
                     .Where(f => f.Length >= 4 && f[3] == "1")
                     .Select(f => f[0]);
-                return CheckItem.Ok("cgroups", $"v1, controllers: {string.Join(' ', enabled)}");
+                return CheckItem.Ok("cgroups", $"v1, controllers: {string.Join(' ', enabled)}; {PodCgroupDrivers()}");
             }
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -168,6 +168,11 @@ internal static class HostChecks
 
         return CheckItem.Warn("cgroups", "no cgroup file system found at /sys/fs/cgroup");
     }
+
+    /// <summary>Which linux.cgroupsPath forms a pod's VM can be placed by (README: Host cgroups).</summary>
+    private static string PodCgroupDrivers() => ShimV2.Shim.Cgroups.SystemdDbusManager.SystemdRunning
+        ? "pod cgroups: cgroupfs and systemd drivers"
+        : "pod cgroups: cgroupfs driver (no systemd: a systemd cgroupsPath fails)";
 
     private static CheckItem SharedFs(HypervisorConfig config, IReadOnlySet<string>? devices)
     {

@@ -35,7 +35,9 @@ public sealed class CriPod : IAsyncDisposable
 
     /// <summary>RunPodSandbox with kubelet's defaults; <paramref name="configure"/> may change the config first
     /// (sysctls, namespace modes, ...).</summary>
-    public static async Task<CriPod> RunAsync(CriClient cri, Scenario scenario, string name, Action<PodSandboxConfig>? configure = null)
+    /// <param name="cgroupParent">LinuxPodSandboxConfig.cgroup_parent: the pod's cgroup as kubelet names (and makes)
+    /// it, /kubepods/besteffort/pod&lt;uid&gt;; null: none.</param>
+    public static async Task<CriPod> RunAsync(CriClient cri, Scenario scenario, string name, Action<PodSandboxConfig>? configure = null, string? cgroupParent = null)
     {
         var uid = Guid.NewGuid().ToString();
         var config = new PodSandboxConfig
@@ -45,6 +47,7 @@ public sealed class CriPod : IAsyncDisposable
             LogDirectory = Path.Combine(scenario.Containerd.Directory, "pods", $"e2e_{name}_{uid}"),
             Linux = new LinuxPodSandboxConfig
             {
+                CgroupParent = cgroupParent ?? string.Empty,
                 SecurityContext = new LinuxSandboxSecurityContext
                 {
                     NamespaceOptions = new NamespaceOption { Network = NamespaceMode.Pod, Pid = NamespaceMode.Container, Ipc = NamespaceMode.Pod },
