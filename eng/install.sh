@@ -1,21 +1,42 @@
 #!/usr/bin/env bash
 # Installs the runtime on this node from artifacts/ (run eng/build.sh first):
-#   /usr/local/bin/containerd-shim-csharp-v1         the shim (containerd finds it on PATH by runtime type)
-#   /usr/share/csharp-shim/{vmlinuz,initrd.img}      the guest kernel and initramfs (agent inside)
-#   /etc/containerd-shim-csharp/qemu.json            the hypervisor config (kept if it already exists)
+#   ROOT/usr/local/bin/containerd-shim-csharp-v1         the shim (containerd finds it on PATH by runtime type)
+#   ROOT/usr/share/csharp-shim/{vmlinuz,initrd.img}      the guest kernel and initramfs (agent inside)
+#   ROOT/etc/containerd-shim-csharp/qemu.json            the hypervisor config (kept if it already exists)
 # It does not edit containerd's config: the README shows the runtime handler to add.
-# usage: eng/install.sh [--prefix DIR]      (DIR defaults to /; for packaging, e.g. --prefix /tmp/pkgroot)
+#
+# usage: eng/install.sh [--prefix ROOT | --destdir DIR]      (artifacts from $ARTIFACTS, default <repo>/artifacts)
+#   --prefix ROOT   install under ROOT (default /) and run from there: the installed qemu.json names the kernel
+#                   and initrd under ROOT. Point containerd at it with ROOT/usr/local/bin on its PATH (or
+#                   runtime_path) and ConfigPath = "ROOT/etc/containerd-shim-csharp/qemu.json".
+#   --destdir DIR   stage for a package: the files go under DIR, but qemu.json names their final places
+#                   (/usr/share/csharp-shim/...), as DESTDIR does for `make install`.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-prefix=/
-if [[ "${1:-}" == --prefix ]]; then prefix="${2:?--prefix needs a directory}"; fi
+usage() { sed -n '8,13p' "$0" >&2; exit 2; }
 
-art="$here/artifacts"
+root=/ staging=0
+while (( $# )); do
+  case "$1" in
+    --prefix) root="${2:?--prefix needs a directory}"; staging=0; shift 2 ;;
+    --destdir) root="${2:?--destdir needs a directory}"; staging=1; shift 2 ;;
+    -h|--help) usage ;;
+    *) echo "install: unknown argument: $1" >&2; usage ;;
+  esac
+done
+[[ "$root" == /* ]] || root="$(pwd)/$root"
+root="${root%/}"
+
+art="${ARTIFACTS:-$here/artifacts}"
 for f in bin/containerd-shim-csharp-v1 guest/vmlinuz guest/initrd.img; do
   [[ -s "$art/$f" ]] || { echo "install: $art/$f is missing: run eng/build.sh first" >&2; exit 1; }
 done
+command -v jq >/dev/null || { echo "install: jq is not installed (apt-get install jq)" >&2; exit 1; }
 
-bin="$prefix/usr/local/bin" share="$prefix/usr/share/csharp-shim" etc="$prefix/etc/containerd-shim-csharp"
+bin="$root/usr/local/bin" share="$root/usr/share/csharp-shim" etc="$root/etc/containerd-shim-csharp"
+# Where the config says the guest image is: the final place when staging a package, else where it is installed.
+runtime_share="$share"
+(( staging )) && runtime_share=/usr/share/csharp-shim
 install -d -m 0755 "$bin" "$share" "$etc"
 install -m 0755 "$art/bin/containerd-shim-csharp-v1" "$bin/containerd-shim-csharp-v1"
 install -m 0644 "$art/guest/vmlinuz" "$share/vmlinuz"
@@ -23,6 +44,14 @@ install -m 0644 "$art/guest/initrd.img" "$share/initrd.img"
 if [[ -e "$etc/qemu.json" ]]; then
   echo "install: keeping existing $etc/qemu.json (the shipped default is $here/hypervisor-configs/qemu.json)"
 else
-  install -m 0644 "$here/hypervisor-configs/qemu.json" "$etc/qemu.json"
+  tmp="$(mktemp "$etc/.qemu.json.XXXXXX")"
+  if ! jq --arg k "$runtime_share/vmlinuz" --arg i "$runtime_share/initrd.img" \
+      '.kernelPath = $k | .initrdPath = $i' "$here/hypervisor-configs/qemu.json" >"$tmp"; then
+    rm -f "$tmp"
+    echo "install: could not write $etc/qemu.json from $here/hypervisor-configs/qemu.json" >&2
+    exit 1
+  fi
+  chmod 0644 "$tmp"
+  mv -f "$tmp" "$etc/qemu.json"
 fi
 echo "installed: $bin/containerd-shim-csharp-v1, $share/{vmlinuz,initrd.img}, $etc/qemu.json"

@@ -6,7 +6,9 @@
 #   cri_start     # containerd_start with CRI enabled (sets what containerd_start sets), then imports the busybox
 #                 # and pause images into the k8s.io namespace. The CRI config:
 #                 #  - runtime handler `csharp` as the README shows (io.containerd.csharp.v1, ConfigPath =
-#                 #    $ARTIFACTS/config/qemu.json), runc kept as the default handler;
+#                 #    $CRI_HANDLER_CONFIG, default $ARTIFACTS/config/qemu.json), runc kept as the default
+#                 #    handler; the shim is found on containerd's PATH (CTRD_PATH_PREFIX, then artifacts/bin:
+#                 #    an installed shim, e.g. eng/install.sh --prefix ROOT, runs with CTRD_PATH_PREFIX=ROOT/usr/local/bin);
 #                 #  - restrict_oom_score_adj = true (root here lacks CAP_SYS_RESOURCE);
 #                 #  - sandbox image $CRI_PAUSE_IMAGE (eng/lib/pause-image.sh: no registry to pull one from);
 #                 #  - CNI: the bridge plugin from containernetworking-plugins (bin dir $CRI_CNI_BIN_DIR),
@@ -28,11 +30,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/pause-image.sh"
 CRI_PAUSE_IMAGE="${CRI_PAUSE_IMAGE:-$PAUSE_IMAGE_REF_DEFAULT}"
 CRI_CNI_BIN_DIR="${CRI_CNI_BIN_DIR:-/usr/lib/cni}"
 CRI_SUBNET="${CRI_SUBNET:-10.87.0.0/16}"
+CRI_HANDLER_CONFIG="${CRI_HANDLER_CONFIG:-$ARTIFACTS/config/qemu.json}"
 
 # _cri_stanza VERSION: the CRI part of the config for that containerd version (x.y.z) on stdout.
 _cri_stanza() {
   local version="$1" rt images grpc
-  local config_path="$ARTIFACTS/config/qemu.json" conf_dir="$CTRD_DIR/cni/net.d"
+  local config_path="$CRI_HANDLER_CONFIG" conf_dir="$CTRD_DIR/cni/net.d"
   if [[ "$version" == 1.* ]]; then
     rt='plugins."io.containerd.grpc.v1.cri"'
     cat <<TOML
@@ -109,7 +112,7 @@ JSON
 cri_start() {
   [[ -x "$CRI_CNI_BIN_DIR/bridge" && -x "$CRI_CNI_BIN_DIR/host-local" && -x "$CRI_CNI_BIN_DIR/loopback" ]] \
     || die "CNI plugins missing in $CRI_CNI_BIN_DIR (Debian package containernetworking-plugins; eng/build.sh installs it)"
-  [[ -f "$ARTIFACTS/config/qemu.json" ]] || die "$ARTIFACTS/config/qemu.json is missing: run eng/build.sh first"
+  [[ -f "$CRI_HANDLER_CONFIG" ]] || die "$CRI_HANDLER_CONFIG is missing: run eng/build.sh first"
   local ctrd_cri_stanza_saved="${CTRD_CRI_STANZA:-}"
   CTRD_PREPARE=_cri_prepare containerd_start
   CTRD_CRI_STANZA="$ctrd_cri_stanza_saved"

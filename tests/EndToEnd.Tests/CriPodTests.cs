@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Text.Json;
 using Grpc.Core;
 using ShimV2.Cri.V1;
 
@@ -46,7 +45,7 @@ public sealed class CriPodTests(CriContainerdFixture cri, ITestOutputHelper outp
             Assert.Equal(E2EEnvironment.CriRuntimeHandler, podStatus.Status.RuntimeHandler);
             Assert.True(IPAddress.TryParse(podStatus.Status.Network?.Ip, out var podIp) && PodSubnet.Contains(podIp),
                 $"pod IP '{podStatus.Status.Network?.Ip}' is not from the CNI bridge's {PodSubnet}");
-            var netns = NetnsPath(podStatus);
+            var netns = CriPod.NetnsPath(podStatus);
             s.Write($"pod {pod.Id}: ip {podIp}, netns {netns}");
             Assert.True(File.Exists(netns), $"the pod's network namespace {netns} does not exist");
             if (E2EEnvironment.IsVmRuntime)
@@ -145,25 +144,5 @@ public sealed class CriPodTests(CriContainerdFixture cri, ITestOutputHelper outp
                 await HostState.AssertNothingLeftAsync(containerd, id);
             }
         });
-    }
-
-    /// <summary>The pod's network namespace path from PodSandboxStatus' verbose info (containerd's "info" JSON: the
-    /// sandbox's runtime spec names it, as it does for the shim).</summary>
-    private static string NetnsPath(PodSandboxStatusResponse status)
-    {
-        Assert.True(status.Info.TryGetValue("info", out var info), $"PodSandboxStatus verbose has no info: {status.Info}");
-        using var json = JsonDocument.Parse(info);
-        string? path = null;
-        if (json.RootElement.TryGetProperty("runtimeSpec", out var spec) && spec.TryGetProperty("linux", out var linux)
-            && linux.TryGetProperty("namespaces", out var namespaces))
-        {
-            path = namespaces.EnumerateArray()
-                .Where(n => n.TryGetProperty("type", out var t) && t.GetString() == "network" && n.TryGetProperty("path", out _))
-                .Select(n => n.GetProperty("path").GetString())
-                .FirstOrDefault();
-        }
-
-        Assert.True(path is { Length: > 0 }, $"no network namespace path in PodSandboxStatus info: {info}");
-        return path;
     }
 }

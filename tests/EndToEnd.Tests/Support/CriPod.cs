@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.Json;
 using Grpc.Core;
 using ShimV2.Cri;
 using ShimV2.Cri.V1;
@@ -65,6 +66,9 @@ public sealed class CriPod : IAsyncDisposable
         return new CriPod(cri, scenario, config, response.PodSandboxId);
     }
 
+    /// <summary>The scenario this pod writes its calls to.</summary>
+    public Scenario Scenario => _scenario;
+
     /// <summary>CreateContainer + StartContainer of busybox running <paramref name="command"/>; its log goes to
     /// &lt;log directory&gt;/&lt;name&gt;/0.log as kubelet names it.</summary>
     public Task<string> StartContainerAsync(string name, params string[] command) => StartContainerAsync(name, null, command);
@@ -90,7 +94,7 @@ public sealed class CriPod : IAsyncDisposable
         config.Command.AddRange(command);
         config.Labels.Add("io.kubernetes.container.name", name);
         configure?.Invoke(config);
-        var created = await Call(_scenario, $"CreateContainer {name}", () => Cri.Runtime.CreateContainerAsync(
+        var created = await Call(_scenario, $"CreateContainer {name} (attempt {config.Metadata.Attempt})", () => Cri.Runtime.CreateContainerAsync(
             new CreateContainerRequest { PodSandboxId = Id, Config = config, SandboxConfig = Config },
             deadline: Deadline(Ctr.BootTimeout)).ResponseAsync);
         _scenario.Track(created.ContainerId);
@@ -165,6 +169,26 @@ public sealed class CriPod : IAsyncDisposable
         {
             _scenario.Write($"cleanup of pod {Id}: {e.Message}");
         }
+    }
+
+    /// <summary>The pod's network namespace path from PodSandboxStatus' verbose info (containerd's "info" JSON: the
+    /// sandbox's runtime spec names it, as it does for the shim).</summary>
+    public static string NetnsPath(PodSandboxStatusResponse status)
+    {
+        Assert.True(status.Info.TryGetValue("info", out var info), $"PodSandboxStatus verbose has no info: {status.Info}");
+        using var json = JsonDocument.Parse(info);
+        string? path = null;
+        if (json.RootElement.TryGetProperty("runtimeSpec", out var spec) && spec.TryGetProperty("linux", out var linux)
+            && linux.TryGetProperty("namespaces", out var namespaces))
+        {
+            path = namespaces.EnumerateArray()
+                .Where(n => n.TryGetProperty("type", out var t) && t.GetString() == "network" && n.TryGetProperty("path", out _))
+                .Select(n => n.GetProperty("path").GetString())
+                .FirstOrDefault();
+        }
+
+        Assert.True(path is { Length: > 0 }, $"no network namespace path in PodSandboxStatus info: {info}");
+        return path;
     }
 
     public static DateTime Deadline(TimeSpan timeout) => DateTime.UtcNow + timeout;
