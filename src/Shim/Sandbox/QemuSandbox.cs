@@ -57,14 +57,14 @@ public sealed partial class QemuSandbox : ISandbox
     {
         var logger = loggerFactory.CreateLogger<QemuSandbox>();
         var paths = new SandboxPaths(request.SandboxId);
-        Directory.CreateDirectory(paths.VmDirectory);
-        Directory.CreateDirectory(paths.SharedDirectory);
         QemuVm? vm = null;
         TtrpcClient? connection = null;
         PodNetwork? network = null;
         AgentLogForwarder? agentLog = null;
         try
         {
+            SandboxDisk.CreateDirectories(paths);
+            SandboxDisk.EnsureSpace(paths);
             network = ScanNetwork(request, logger);
             var spec = new VmSpec
             {
