@@ -18,6 +18,7 @@
 #   ctrd [ctr args...]          # ctr against the private containerd (namespace $CTRD_NS, default "default")
 #   import_busybox [REF]        # builds the busybox OCI tarball (cached) and imports it; REF defaults to
 #                               # docker.io/library/busybox:csharp
+#   containerd_restart          # SIGTERM to containerd, then the same containerd again on the same dirs (shims live on)
 #   containerd_stop             # kills containerd, leftover shims and QEMUs, unmounts, removes CTRD_DIR
 #   containerd_reap_stale       # cleans up private containerds whose owner died (killed test host, ^C'd demo)
 #
@@ -97,12 +98,22 @@ containerd_start() {
   ln -s "$CTRD_CTR" "$CTRD_DIR/ctr"
   # The version's own directory first: its containerd-shim-runc-v2 is the one that matches it.
   local path="${CTRD_PATH_PREFIX:+$CTRD_PATH_PREFIX:}${CTRD_BIN_DIR:+$CTRD_BIN_DIR:}$ARTIFACTS/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+  # containerd_restart starts the same binary with the same PATH.
+  printf '%s\n%s\n' "$containerd" "$path" >"$CTRD_DIR/launch"
+  echo "${CTRD_OWNER_PID:-$$}" >"$CTRD_DIR/owner.pid"
+  : >"$CTRD_LOG"
+  _containerd_launch "$containerd" "$path"
+}
+
+# _containerd_launch BINARY PATH: starts containerd on $CTRD_DIR's config, appending to $CTRD_LOG, records
+# CTRD_PID, and returns once `ctr version` answers.
+_containerd_launch() {
+  local containerd="$1" path="$2"
   # setsid: containerd gets its own session, so a terminal's ^C reaches only us and our trap cleans up.
-  PATH="$path" setsid "$containerd" --config "$CTRD_DIR/config.toml" >"$CTRD_LOG" 2>&1 </dev/null &
+  PATH="$path" setsid "$containerd" --config "$CTRD_DIR/config.toml" >>"$CTRD_LOG" 2>&1 </dev/null &
   CTRD_PID=$!
   export CTRD_PID
   echo "$CTRD_PID" >"$CTRD_DIR/containerd.pid"
-  echo "${CTRD_OWNER_PID:-$$}" >"$CTRD_DIR/owner.pid"
   local deadline=$(( $(now_ms) + 30000 ))
   until "$CTRD_CTR" --address "$CTRD_SOCK" version >/dev/null 2>&1; do
     if ! kill -0 "$CTRD_PID" 2>/dev/null; then
@@ -115,6 +126,26 @@ containerd_start() {
     fi
     sleep 0.05
   done
+}
+
+# containerd_restart: stops the running private containerd (SIGTERM; shims and their VMs live on, as under a
+# node's `systemctl restart containerd`) and starts it again on the same config, root, state and log; prints the
+# new pid. Needs CTRD_DIR, CTRD_SOCK, CTRD_PID and CTRD_CTR (or CTRD_DIR/ctr).
+containerd_restart() {
+  [[ -n "${CTRD_DIR:-}" && -f "$CTRD_DIR/launch" ]] || die "containerd_restart: no private containerd in CTRD_DIR=${CTRD_DIR:-}"
+  [[ -n "${CTRD_CTR:-}" ]] || CTRD_CTR="$CTRD_DIR/ctr"
+  local containerd path
+  { read -r containerd; read -r path; } <"$CTRD_DIR/launch"
+  if [[ -n "${CTRD_PID:-}" ]] && kill -0 "$CTRD_PID" 2>/dev/null; then
+    kill -TERM "$CTRD_PID"
+    local deadline=$(( $(now_ms) + 10000 ))
+    while kill -0 "$CTRD_PID" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$CTRD_PID/status" 2>/dev/null; do
+      (( $(now_ms) < deadline )) || { kill -KILL "$CTRD_PID" 2>/dev/null || true; break; }
+      sleep 0.05
+    done
+  fi
+  _containerd_launch "$containerd" "$path"
+  echo "CTRD_PID=$CTRD_PID"
 }
 
 ctrd() { "${CTRD_CTR:-ctr}" --address "$CTRD_SOCK" --namespace "$CTRD_NS" "$@"; }

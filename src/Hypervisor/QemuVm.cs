@@ -482,10 +482,28 @@ public sealed partial class QemuVm : IAsyncDisposable
     {
         var code = await qemu.Exited;
         string reason;
+        bool unexpected;
+        lock (gate)
+        {
+            unexpected = !stopRequested;
+        }
+
+        // Read before the exit is announced: whoever waits on Exited may remove the console with the sandbox.
+        var panic = unexpected ? GuestPanic.FindInConsole(Paths.ConsoleLog) : null;
+        if (panic is not null)
+        {
+            LogGuestPanic(logger, SandboxId, panic);
+        }
+
         lock (gate)
         {
             ExitCode = code;
             reason = shutdownReason ?? (code > 128 ? $"killed by signal {code - 128}" : $"exit code {code}");
+            if (panic is not null)
+            {
+                reason = $"guest kernel panic: {panic} ({reason})";
+            }
+
             ExitReason = reason;
             if (!stopRequested && state != VmState.Starting)
             {
@@ -695,6 +713,9 @@ public sealed partial class QemuVm : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "vm {SandboxId}: qemu pid {Pid} exited ({Code}, {Reason})")]
     private static partial void LogExited(ILogger logger, string sandboxId, int pid, int code, string reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "vm {SandboxId}: guest kernel panic: {Panic}")]
+    private static partial void LogGuestPanic(ILogger logger, string sandboxId, string panic);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "vm {SandboxId}: {From} -> {To}")]
     private static partial void LogTransition(ILogger logger, string sandboxId, VmState from, VmState to);

@@ -17,6 +17,10 @@ public interface ISandbox : IAsyncDisposable
     /// <summary>Completes when the VM is gone (QEMU exited or was stopped).</summary>
     Task Exited { get; }
 
+    /// <summary>Why the VM exited, once <see cref="Exited"/> completed (e.g. "guest kernel panic: Kernel panic - not
+    /// syncing: ..."); null while it runs.</summary>
+    string? ExitReason => null;
+
     /// <summary>Freezes / thaws the whole VM (QMP stop/cont).</summary>
     Task PauseVmAsync(CancellationToken cancellationToken);
 

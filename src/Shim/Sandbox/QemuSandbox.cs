@@ -46,6 +46,8 @@ public sealed partial class QemuSandbox : ISandbox
 
     public Task Exited => _vm.Exited;
 
+    public string? ExitReason => _vm.ExitReason;
+
     public Task PauseVmAsync(CancellationToken cancellationToken) => _vm.PauseAsync(cancellationToken);
 
     public Task ResumeVmAsync(CancellationToken cancellationToken) => _vm.ResumeAsync(cancellationToken);
@@ -55,8 +57,6 @@ public sealed partial class QemuSandbox : ISandbox
     {
         var logger = loggerFactory.CreateLogger<QemuSandbox>();
         var paths = new SandboxPaths(request.SandboxId);
-        Directory.CreateDirectory(paths.VmDirectory);
-        Directory.CreateDirectory(paths.SharedDirectory);
         QemuVm? vm = null;
         TtrpcClient? connection = null;
         PodNetwork? network = null;
@@ -64,6 +64,8 @@ public sealed partial class QemuSandbox : ISandbox
         Cgroups.HostCgroup? hostCgroup = null;
         try
         {
+            SandboxDisk.CreateDirectories(paths);
+            SandboxDisk.EnsureSpace(paths);
             network = ScanNetwork(request, logger);
             hostCgroup = await EnterHostCgroupAsync(request, paths, logger, cancellationToken);
             var spec = new VmSpec

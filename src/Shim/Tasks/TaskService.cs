@@ -532,8 +532,10 @@ public sealed partial class TaskService : IAsyncDisposable
         }
         catch (Exception e)
         {
-            // The agent is gone (the VM died): the process is gone with it.
-            LogLostProcess(_logger, process.EventId, e.Message);
+            // The agent is gone (the VM died): the process is gone with it. The channel closes as QEMU exits, a moment
+            // before the exit is reaped: wait for it briefly, so the log says why the VM died (a guest panic's line).
+            await sandbox.Exited.WaitAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            LogLostProcess(_logger, process.EventId, sandbox.ExitReason is { } why ? $"{e.Message}; the VM exited: {why}" : e.Message);
             status = 255;
         }
 
@@ -590,7 +592,7 @@ public sealed partial class TaskService : IAsyncDisposable
         await sandbox.Exited.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         if (ReferenceEquals(_sandbox, sandbox))
         {
-            LogVmGone(_logger, sandbox.Id);
+            LogVmGone(_logger, sandbox.Id, sandbox.ExitReason ?? "reason unknown");
         }
     }
 
@@ -669,8 +671,8 @@ public sealed partial class TaskService : IAsyncDisposable
     [LoggerMessage(Level = LogLevel.Warning, Message = "cannot unmount {Path}: {Reason}")]
     private static partial void LogUnmountFailed(ILogger logger, string path, string reason);
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "sandbox {SandboxId}: the VM exited")]
-    private static partial void LogVmGone(ILogger logger, string sandboxId);
+    [LoggerMessage(Level = LogLevel.Error, Message = "sandbox {SandboxId}: the VM exited: {Reason}")]
+    private static partial void LogVmGone(ILogger logger, string sandboxId, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId}: could not grow the VM to {Vcpus} vCPUs / {MemoryMiB} MiB: {Reason}")]
     private static partial void LogGrowFailed(ILogger logger, string sandboxId, int vcpus, int memoryMiB, string reason);

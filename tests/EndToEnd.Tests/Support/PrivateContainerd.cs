@@ -32,7 +32,8 @@ public sealed class PrivateContainerd
 
     public string Socket { get; }
 
-    public int Pid { get; }
+    /// <summary>containerd's pid; a new one after <see cref="RestartAsync"/>.</summary>
+    public int Pid { get; private set; }
 
     public string LogPath { get; }
 
@@ -119,6 +120,23 @@ public sealed class PrivateContainerd
                 Log?.Invoke($"cleanup of {id}: {e.Message}");
             }
         }
+    }
+
+    /// <summary>Restarts this containerd as a node's `systemctl restart containerd` does: SIGTERM (its shims and their
+    /// VMs live on), then the same binary on the same config, root, state and log (eng/lib/containerd.sh's
+    /// containerd_restart). Returns once the new one answers.</summary>
+    public async Task RestartAsync()
+    {
+        var r = await HostProcess.RunAsync(
+            "bash",
+            ["-c", "source \"$1\" && CTRD_DIR=\"$2\" CTRD_SOCK=\"$3\" CTRD_PID=\"$4\" CTRD_CTR=\"$5\" containerd_restart", "bash",
+                E2EEnvironment.ContainerdLibrary, Directory, Socket, Pid.ToString(CultureInfo.InvariantCulture), CtrPath],
+            TimeSpan.FromMinutes(1),
+            log: Log);
+        var pid = r.Stdout.Split('\n').Select(l => l.Trim()).FirstOrDefault(l => l.StartsWith("CTRD_PID=", StringComparison.Ordinal));
+        Assert.True(r.ExitCode == 0 && pid is not null, $"containerd_restart failed: {r}");
+        Pid = int.Parse(pid!["CTRD_PID=".Length..], CultureInfo.InvariantCulture);
+        Log?.Invoke($"containerd restarted, pid {Pid}");
     }
 
     /// <summary>Length of containerd's log now (shim log lines included): a scenario's log starts here.</summary>
