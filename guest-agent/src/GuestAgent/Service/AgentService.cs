@@ -213,7 +213,9 @@ internal sealed partial class AgentService
         Directory.CreateDirectory(path);
         try
         {
-            Libc.Mount(tag, path, fstype, parsed.Flags | Libc.MS_NOSUID | Libc.MS_NODEV, parsed.Data.Length > 0 ? parsed.Data : null);
+            // No nosuid/nodev of its own: the share holds the containers' root filesystems and bind sources, which get
+            // exactly the mount options their spec asks for (a setuid binary in an image works as under runc).
+            Libc.Mount(tag, path, fstype, parsed.Flags, parsed.Data.Length > 0 ? parsed.Data : null);
         }
         catch (NativeIOException e)
         {
