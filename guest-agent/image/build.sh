@@ -58,7 +58,7 @@ MODULES+=($EXTRA_MODULES)
 DEFAULT_ONDEMAND_MODULES=(
 	bridge stp llc br_netfilter veth tun tap macvlan ipvlan vxlan dummy 8021q ipip ip_gre geneve wireguard
 	nf_tables nft_compat nft_chain_nat nft_ct nft_nat nft_masq nft_redir nft_reject nft_reject_inet nft_reject_ipv4
-	nft_reject_ipv6 nft_fib nft_fib_inet nft_fib_ipv4 nft_fib_ipv6 nft_limit nft_counter nft_log nft_hash nft_numgen
+	nft_reject_ipv6 nft_fib nft_fib_inet nft_fib_ipv4 nft_fib_ipv6 nft_limit nft_log nft_hash nft_numgen
 	nft_socket nft_tproxy nft_quota nft_objref nft_connlimit
 	nf_conntrack nf_conntrack_netlink nf_nat nf_reject_ipv4 nf_reject_ipv6 nfnetlink nfnetlink_queue nfnetlink_log
 	ip_tables ip6_tables iptable_filter iptable_nat iptable_mangle iptable_raw ip6table_filter ip6table_nat

@@ -100,6 +100,7 @@ struct mount_op {
     unsigned long propagation;
     uint32_t kind;
     char *source, *target, *fstype, *data;
+    int tree_fd; /* a detached clone of the source taken before the rootfs was set up, or -1 */
 };
 
 struct symlink_op {
@@ -357,6 +358,7 @@ static void read_instructions(void)
             m->target = get_str(&c);
             m->fstype = get_str(&c);
             m->data = get_str(&c);
+            m->tree_fd = -1;
             break;
         }
         case OP_SYMLINK:
@@ -596,6 +598,44 @@ static void ensure_file(const char *path)
 
 /* ---- rootfs ------------------------------------------------------------------------------------------- */
 
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef OPEN_TREE_CLOEXEC
+#define OPEN_TREE_CLOEXEC O_CLOEXEC
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+
+/*
+ * A bind mount with shared or slave propagation must stay a peer (or slave) of its source, the guest's shared
+ * mount of the pod's share, so that mounts made under it reach the pod's other containers. Setting up the rootfs
+ * makes the share private in this namespace (see make_parent_mount_private), which would cut that link for binds
+ * made afterwards: so those sources are cloned (open_tree) first, and attached with move_mount in do_mount.
+ */
+static void clone_propagating_binds(void)
+{
+    for (int i = 0; i < in.n_mounts; i++) {
+        struct mount_op *m = &in.mounts[i];
+        if (!(m->flags & MS_BIND) || !(m->propagation & (MS_SHARED | MS_SLAVE)))
+            continue;
+        unsigned int flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | ((m->flags & MS_REC) ? AT_RECURSIVE : 0);
+        m->tree_fd = (int)syscall(SYS_open_tree, AT_FDCWD, m->source, flags);
+        if (m->tree_fd < 0)
+            FAIL_ERRNO("clone mount %s", m->source);
+    }
+}
+
 static void do_mount(const struct mount_op *m)
 {
     char target[PATH_MAX];
@@ -616,8 +656,13 @@ static void do_mount(const struct mount_op *m)
     const char *source = m->source[0] ? m->source : NULL;
     const char *fstype = m->fstype[0] ? m->fstype : NULL;
     const char *data = m->data[0] ? m->data : NULL;
-    if (mount(source ? source : "none", target, fstype, m->flags & ~(unsigned long)MS_REMOUNT, data) < 0)
+    if (m->tree_fd >= 0) {
+        if (syscall(SYS_move_mount, m->tree_fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            FAIL_ERRNO("attach the clone of %s on %s", m->source, m->target);
+        close(m->tree_fd);
+    } else if (mount(source ? source : "none", target, fstype, m->flags & ~(unsigned long)MS_REMOUNT, data) < 0) {
         FAIL_ERRNO("mount %s (%s) on %s", m->source, m->fstype[0] ? m->fstype : "bind", m->target);
+    }
 
     /* A bind mount ignores most flags: apply them with a remount. */
     unsigned long extra = m->flags & ~(unsigned long)(MS_BIND | MS_REC | MS_REMOUNT | MS_SILENT);
@@ -841,6 +886,7 @@ static void setup_rootfs(void)
         fail("no rootfs given");
     if (mount(NULL, "/", NULL, in.root_propagation, NULL) < 0)
         FAIL_ERRNO("set propagation of /");
+    clone_propagating_binds();
     if (!in.no_pivot)
         make_parent_mount_private(in.rootfs);
     if (mount(in.rootfs, in.rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)

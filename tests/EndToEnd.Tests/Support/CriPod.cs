@@ -33,7 +33,7 @@ public sealed class CriPod : IAsyncDisposable
     /// <summary>Where CRI writes this pod's container logs (kubelet's /var/log/pods/&lt;ns&gt;_&lt;name&gt;_&lt;uid&gt;).</summary>
     public string LogDirectory => Config.LogDirectory;
 
-    public static async Task<CriPod> RunAsync(CriClient cri, Scenario scenario, string name)
+    public static async Task<CriPod> RunAsync(CriClient cri, Scenario scenario, string name, Action<PodSandboxConfig>? configure = null)
     {
         var uid = Guid.NewGuid().ToString();
         var config = new PodSandboxConfig
@@ -50,6 +50,7 @@ public sealed class CriPod : IAsyncDisposable
             },
         };
         config.Labels.Add("io.kubernetes.pod.name", name);
+        configure?.Invoke(config);
         Directory.CreateDirectory(config.LogDirectory);
         var response = await Call(scenario, $"RunPodSandbox {name} (handler {E2EEnvironment.CriRuntimeHandler})", () =>
             cri.Runtime.RunPodSandboxAsync(
@@ -61,7 +62,11 @@ public sealed class CriPod : IAsyncDisposable
 
     /// <summary>CreateContainer + StartContainer of busybox running <paramref name="command"/>; its log goes to
     /// &lt;log directory&gt;/&lt;name&gt;/0.log as kubelet names it.</summary>
-    public async Task<string> StartContainerAsync(string name, params string[] command)
+    public Task<string> StartContainerAsync(string name, params string[] command) => StartContainerAsync(name, _ => { }, command);
+
+    /// <summary>As <see cref="StartContainerAsync(string, string[])"/>, with the container config adjusted by
+    /// <paramref name="configure"/> first (security context, mounts, another image).</summary>
+    public async Task<string> StartContainerAsync(string name, Action<ContainerConfig> configure, params string[] command)
     {
         var config = new ContainerConfig
         {
@@ -79,6 +84,7 @@ public sealed class CriPod : IAsyncDisposable
         };
         config.Command.AddRange(command);
         config.Labels.Add("io.kubernetes.container.name", name);
+        configure(config);
         var created = await Call(_scenario, $"CreateContainer {name}", () => Cri.Runtime.CreateContainerAsync(
             new CreateContainerRequest { PodSandboxId = Id, Config = config, SandboxConfig = Config },
             deadline: Deadline(Ctr.BootTimeout)).ResponseAsync);
