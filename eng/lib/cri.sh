@@ -3,8 +3,8 @@
 # with crictl). Built on containerd.sh (same private root, state, socket, cleanup); never a system containerd.
 # Source it, then:
 #
-#   cri_start     # containerd_start with CRI enabled (sets what containerd_start sets), then imports the busybox
-#                 # and pause images into the k8s.io namespace. The CRI config:
+#   cri_start     # containerd_start with CRI enabled (sets what containerd_start sets), then imports the busybox,
+#                 # pause and setuid (eng/lib/setuid-image.sh) images into the k8s.io namespace. The CRI config:
 #                 #  - runtime handler `csharp` as the README shows (io.containerd.csharp.v1, ConfigPath =
 #                 #    $CRI_HANDLER_CONFIG, default $ARTIFACTS/config/qemu.json), runc kept as the default
 #                 #    handler; the shim is found on containerd's PATH (CTRD_PATH_PREFIX, then artifacts/bin:
@@ -26,6 +26,8 @@ _SHIMV2_CRI_SH=1
 source "$(dirname "${BASH_SOURCE[0]}")/containerd.sh"
 # shellcheck source=pause-image.sh
 source "$(dirname "${BASH_SOURCE[0]}")/pause-image.sh"
+# shellcheck source=setuid-image.sh
+source "$(dirname "${BASH_SOURCE[0]}")/setuid-image.sh"
 
 CRI_PAUSE_IMAGE="${CRI_PAUSE_IMAGE:-$PAUSE_IMAGE_REF_DEFAULT}"
 CRI_CNI_BIN_DIR="${CRI_CNI_BIN_DIR:-/usr/lib/cni}"
@@ -120,4 +122,7 @@ cri_start() {
   build_pause_image "$tarball" "$CRI_PAUSE_IMAGE" || die "building the pause image failed"
   CTRD_NS=k8s.io run_quiet "ctr images import $tarball" ctrd images import "$tarball" || die "importing the pause image failed"
   CTRD_NS=k8s.io import_busybox
+  tarball="$ARTIFACTS/images/setuid-oci.tar"
+  build_setuid_image "$tarball" "$SETUID_IMAGE_REF_DEFAULT" || die "building the setuid image failed"
+  CTRD_NS=k8s.io run_quiet "ctr images import $tarball" ctrd images import "$tarball" || die "importing the setuid image failed"
 }

@@ -12,6 +12,7 @@
 #   NSEXEC_BIN=none        ship no csharp-nsexec (only for stand-in images)
 #   KERNEL_VERSION=<ver>   use /boot/vmlinuz-<ver> and /lib/modules/<ver> (default: newest installed)
 #   EXTRA_MODULES="a b"    more kernel modules to ship and load at boot (after the default list)
+#   ONDEMAND_MODULES="a b" replaces the list of modules shipped for the kernel to load on demand
 #   EXTRA_LIBS="x y"       more shared libraries (paths or sonames) to ship, e.g. libssl.so.3
 #   SOURCE_DATE_EPOCH=N    mtime of every file in the initramfs (default 0)
 #   FORCE=1                rebuild even when image.manifest matches
@@ -50,6 +51,26 @@ MODULES=(
 )
 # shellcheck disable=SC2206
 MODULES+=($EXTRA_MODULES)
+
+# Shipped but not loaded at boot: the kernel loads them when a container first needs one (it runs /sbin/modprobe,
+# busybox's, which resolves aliases such as rtnl-link-bridge and dependencies through modules.dep/modules.alias).
+# What privileged workloads (CNI plugins in pods, Docker-in-Docker, kube-proxy, VPNs) ask the kernel for.
+DEFAULT_ONDEMAND_MODULES=(
+	bridge stp llc br_netfilter veth tun tap macvlan ipvlan vxlan dummy 8021q ipip ip_gre geneve wireguard
+	nf_tables nft_compat nft_chain_nat nft_ct nft_nat nft_masq nft_redir nft_reject nft_reject_inet nft_reject_ipv4
+	nft_reject_ipv6 nft_fib nft_fib_inet nft_fib_ipv4 nft_fib_ipv6 nft_limit nft_log nft_hash nft_numgen
+	nft_socket nft_tproxy nft_quota nft_objref nft_connlimit
+	nf_conntrack nf_conntrack_netlink nf_nat nf_reject_ipv4 nf_reject_ipv6 nfnetlink nfnetlink_queue nfnetlink_log
+	ip_tables ip6_tables iptable_filter iptable_nat iptable_mangle iptable_raw ip6table_filter ip6table_nat
+	ip6table_mangle ip6table_raw x_tables xt_conntrack xt_MASQUERADE xt_nat xt_addrtype xt_mark xt_comment
+	xt_multiport xt_tcpudp xt_statistic xt_state xt_REDIRECT xt_set xt_physdev xt_CT xt_tcpmss xt_NFLOG
+	ipt_REJECT ip6t_REJECT ip_set ip_set_hash_ip ip_set_hash_net ip_set_hash_ipport ip_set_bitmap_port
+	ip_vs ip_vs_rr ip_vs_wrr ip_vs_sh
+	sch_htb sch_ingress sch_netem sch_tbf sch_fq_codel cls_u32 cls_bpf cls_flower act_mirred act_bpf
+	squashfs loop ext4 isofs
+)
+# shellcheck disable=SC2206
+ONDEMAND_MODULES=(${ONDEMAND_MODULES:-${DEFAULT_ONDEMAND_MODULES[*]}})
 
 # What the .NET single-file host needs from glibc/gcc, whatever ldd says.
 BASE_LIBS=(ld-linux-x86-64.so.2 libc.so.6 libm.so.6 libdl.so.2 libpthread.so.0 librt.so.1 libgcc_s.so.1 libstdc++.so.6)
@@ -112,7 +133,7 @@ resolve_module() {
 	deps=$(modinfo -k "$KVER" -F depends "$m" 2>/dev/null | head -n1)
 	for dep in ${deps//,/ }; do resolve_module "$dep"; done
 }
-for m in "${MODULES[@]}"; do resolve_module "$m"; done
+for m in "${MODULES[@]}" "${ONDEMAND_MODULES[@]}"; do resolve_module "$m"; done
 ((${#MOD_MISSING[@]} == 0)) || log "warning: kernel $KVER lacks modules: ${MOD_MISSING[*]} (init will skip them)"
 mapfile -t MOD_FILES < <(printf '%s\n' "${!MOD_FILE[@]}" | sort)
 
@@ -158,6 +179,7 @@ hash_file() { printf '%s  %s\n' "$(sha256sum <"$2" | cut -d' ' -f1)" "$1"; }
 	echo "setting kernel-version=$KVER"
 	echo "setting source-date-epoch=$SOURCE_DATE_EPOCH"
 	echo "setting modules=${MODULES[*]}"
+	echo "setting ondemand-modules=${ONDEMAND_MODULES[*]}"
 	echo "setting extra-libs=$EXTRA_LIBS"
 	for p in busybox-static libc6 libgcc-s1 libstdc++6 kmod cpio gzip; do
 		echo "package $p=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo none)"

@@ -130,6 +130,9 @@ if mount -t 9p -o trans=virtio,version=9p2000.L,ro share /mnt/share; then
 	umount /mnt/share
 fi
 [ -e /usr/libexec/csharp-agent/csharp-nsexec ] && echo "AGENT-STANDIN nsexec present"
+echo "AGENT-STANDIN root is $(awk '$2 == "/" { t = $3 } END { print t }' /proc/mounts)"
+grep -qw bridge /proc/modules || echo "AGENT-STANDIN bridge not loaded at boot"
+ip link add standinbr0 type bridge && grep -qw bridge /proc/modules && echo "AGENT-STANDIN bridge loaded on demand"
 echo "AGENT-STANDIN powering off"
 poweroff -f
 EOF
@@ -165,7 +168,8 @@ t1=$(date +%s.%N)
 if ((STANDIN)) && ((${#EXPECT[@]} == 0)); then
 	KVER=$(sed -n 's/^kernel: //p' "$OUT/image.manifest")
 	EXPECT=("AGENT-STANDIN $KVER" "AGENT-STANDIN port /dev/virtio-ports/agent.0 present"
-		"AGENT-STANDIN 9p share says: 9p-ok")
+		"AGENT-STANDIN 9p share says: 9p-ok" "AGENT-STANDIN root is tmpfs" "AGENT-STANDIN bridge not loaded at boot"
+		"AGENT-STANDIN bridge loaded on demand")
 fi
 
 mkdir -p "$WORK/share"

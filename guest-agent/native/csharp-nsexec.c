@@ -37,6 +37,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -99,6 +100,7 @@ struct mount_op {
     unsigned long propagation;
     uint32_t kind;
     char *source, *target, *fstype, *data;
+    int tree_fd; /* a detached clone of the source taken before the rootfs was set up, or -1 */
 };
 
 struct symlink_op {
@@ -356,6 +358,7 @@ static void read_instructions(void)
             m->target = get_str(&c);
             m->fstype = get_str(&c);
             m->data = get_str(&c);
+            m->tree_fd = -1;
             break;
         }
         case OP_SYMLINK:
@@ -595,6 +598,44 @@ static void ensure_file(const char *path)
 
 /* ---- rootfs ------------------------------------------------------------------------------------------- */
 
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef OPEN_TREE_CLOEXEC
+#define OPEN_TREE_CLOEXEC O_CLOEXEC
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+
+/*
+ * A bind mount with shared or slave propagation must stay a peer (or slave) of its source, the guest's shared
+ * mount of the pod's share, so that mounts made under it reach the pod's other containers. Setting up the rootfs
+ * makes the share private in this namespace (see make_parent_mount_private), which would cut that link for binds
+ * made afterwards: so those sources are cloned (open_tree) first, and attached with move_mount in do_mount.
+ */
+static void clone_propagating_binds(void)
+{
+    for (int i = 0; i < in.n_mounts; i++) {
+        struct mount_op *m = &in.mounts[i];
+        if (!(m->flags & MS_BIND) || !(m->propagation & (MS_SHARED | MS_SLAVE)))
+            continue;
+        unsigned int flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | ((m->flags & MS_REC) ? AT_RECURSIVE : 0);
+        m->tree_fd = (int)syscall(SYS_open_tree, AT_FDCWD, m->source, flags);
+        if (m->tree_fd < 0)
+            FAIL_ERRNO("clone mount %s", m->source);
+    }
+}
+
 static void do_mount(const struct mount_op *m)
 {
     char target[PATH_MAX];
@@ -615,8 +656,13 @@ static void do_mount(const struct mount_op *m)
     const char *source = m->source[0] ? m->source : NULL;
     const char *fstype = m->fstype[0] ? m->fstype : NULL;
     const char *data = m->data[0] ? m->data : NULL;
-    if (mount(source ? source : "none", target, fstype, m->flags & ~(unsigned long)MS_REMOUNT, data) < 0)
+    if (m->tree_fd >= 0) {
+        if (syscall(SYS_move_mount, m->tree_fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            FAIL_ERRNO("attach the clone of %s on %s", m->source, m->target);
+        close(m->tree_fd);
+    } else if (mount(source ? source : "none", target, fstype, m->flags & ~(unsigned long)MS_REMOUNT, data) < 0) {
         FAIL_ERRNO("mount %s (%s) on %s", m->source, m->fstype[0] ? m->fstype : "bind", m->target);
+    }
 
     /* A bind mount ignores most flags: apply them with a remount. */
     unsigned long extra = m->flags & ~(unsigned long)(MS_BIND | MS_REC | MS_REMOUNT | MS_SILENT);
@@ -696,40 +742,95 @@ static void do_sysctl(const struct sysctl_op *s)
     close(fd);
 }
 
-static void enter_rootfs(void)
+/* Undoes mountinfo's octal escapes (\040 for a space, ...) in place. */
+static void unescape_mountinfo(char *s)
 {
-    if (in.no_pivot)
-        goto move_root;
-
-    int oldroot = open("/", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
-    if (oldroot < 0)
-        FAIL_ERRNO("open /");
-    int newroot = open(in.rootfs, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
-    if (newroot < 0)
-        FAIL_ERRNO("open rootfs %s", in.rootfs);
-    if (fchdir(newroot) < 0)
-        FAIL_ERRNO("chdir rootfs");
-    if (syscall(SYS_pivot_root, ".", ".") == 0) {
-        /* The old root is now stacked under the new one at ".": detach it. */
-        if (fchdir(oldroot) < 0)
-            FAIL_ERRNO("chdir old root");
-        if (mount(NULL, ".", NULL, MS_SLAVE | MS_REC, NULL) < 0)
-            FAIL_ERRNO("make old root rslave");
-        if (umount2(".", MNT_DETACH) < 0)
-            FAIL_ERRNO("unmount old root");
-        if (chdir("/") < 0)
-            FAIL_ERRNO("chdir /");
-        close(oldroot);
-        close(newroot);
-        return;
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (r[0] == '\\' && r[1] >= '0' && r[1] <= '7' && r[2] >= '0' && r[2] <= '7' && r[3] >= '0' && r[3] <= '7') {
+            *w++ = (char)((r[1] - '0') << 6 | (r[2] - '0') << 3 | (r[3] - '0'));
+            r += 3;
+        } else {
+            *w++ = *r;
+        }
     }
-    if (errno != EINVAL)
-        FAIL_ERRNO("pivot_root %s", in.rootfs);
-    /* EINVAL: the current root is the initramfs (rootfs), which cannot be pivoted: move instead. */
-    close(oldroot);
-    close(newroot);
+    *w = 0;
+}
 
-move_root:
+static int path_within(const char *path, const char *dir)
+{
+    size_t n = strlen(dir);
+    if (strcmp(dir, "/") == 0)
+        return 1;
+    return strncmp(path, dir, n) == 0 && (path[n] == 0 || path[n] == '/');
+}
+
+/*
+ * The mount that holds `path` (the longest mount point containing it) is made private when it is shared, as runc
+ * does: pivot_root refuses a new root whose parent mount is shared, and the bind of the rootfs onto itself must
+ * not propagate out of the container's mount namespace.
+ */
+static void make_parent_mount_private(const char *path)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (f == NULL)
+        FAIL_ERRNO("open /proc/self/mountinfo");
+    char line[8192], best[PATH_MAX] = "/";
+    int best_shared = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        /* id parent major:minor root mountpoint options optional... - fstype source superoptions */
+        char *fields[6] = { 0 };
+        char *save = NULL, *tok = strtok_r(line, " ", &save);
+        for (int i = 0; tok != NULL && i < 6; i++) {
+            fields[i] = tok;
+            tok = i < 5 ? strtok_r(NULL, " ", &save) : NULL;
+        }
+        if (fields[4] == NULL || fields[5] == NULL)
+            continue;
+        char *optional = save; /* the rest of the line, starting with the optional fields */
+        unescape_mountinfo(fields[4]);
+        /* Later lines are mounted later: on an equal mount point, the last one is on top. */
+        if (!path_within(path, fields[4]) || strlen(fields[4]) < strlen(best) || strlen(fields[4]) >= sizeof(best))
+            continue;
+        strcpy(best, fields[4]);
+        char *dash = optional ? strstr(optional, " - ") : NULL;
+        if (optional && strncmp(optional, "- ", 2) == 0)
+            dash = optional;
+        if (dash)
+            *dash = 0;
+        best_shared = optional != NULL && strstr(optional, "shared:") != NULL;
+    }
+    fclose(f);
+    if (best_shared && mount(NULL, best, NULL, MS_PRIVATE, NULL) < 0)
+        FAIL_ERRNO("make %s (the mount holding the rootfs) private", best);
+}
+
+/* Whether "/" is the kernel's initramfs (rootfs: ramfs or tmpfs with no mount below it), which pivot_root cannot
+ * leave. */
+static int statfs_is_initramfs_root(void)
+{
+    struct statfs st;
+    if (statfs("/", &st) < 0)
+        return 0;
+    if (st.f_type != 0x858458f6 /* RAMFS_MAGIC */ && st.f_type != 0x01021994 /* TMPFS_MAGIC */)
+        return 0;
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (f == NULL)
+        return 1;
+    char line[8192];
+    int initramfs = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        /* The initramfs root mount is its own parent's child only as the namespace's first mount: " / / " with
+         * source "rootfs". */
+        if (strstr(line, " / / ") != NULL && strstr(line, " - rootfs rootfs ") != NULL)
+            initramfs = 1;
+    }
+    fclose(f);
+    return initramfs;
+}
+
+static void move_and_chroot(void)
+{
     if (chdir(in.rootfs) < 0)
         FAIL_ERRNO("chdir rootfs %s", in.rootfs);
     if (mount(in.rootfs, "/", NULL, MS_MOVE, NULL) < 0)
@@ -740,15 +841,57 @@ move_root:
         FAIL_ERRNO("chdir /");
 }
 
+static void enter_rootfs(void)
+{
+    if (in.no_pivot) {
+        move_and_chroot();
+        return;
+    }
+
+    int oldroot = open("/", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+    if (oldroot < 0)
+        FAIL_ERRNO("open /");
+    int newroot = open(in.rootfs, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+    if (newroot < 0)
+        FAIL_ERRNO("open rootfs %s", in.rootfs);
+    if (fchdir(newroot) < 0)
+        FAIL_ERRNO("chdir rootfs");
+    if (syscall(SYS_pivot_root, ".", ".") < 0) {
+        /* The guest's /init leaves the initramfs for a tmpfs at boot; an image that did not (an old or a stand-in
+         * /init) still runs containers, chrooted. */
+        if (errno == EINVAL && statfs_is_initramfs_root()) {
+            close(oldroot);
+            close(newroot);
+            move_and_chroot();
+            return;
+        }
+        FAIL_ERRNO("pivot_root %s", in.rootfs);
+    }
+    /* The old root is now stacked under the new one at ".": detach it, without the unmount reaching the guest. */
+    if (fchdir(oldroot) < 0)
+        FAIL_ERRNO("chdir old root");
+    if (mount(NULL, ".", NULL, MS_SLAVE | MS_REC, NULL) < 0)
+        FAIL_ERRNO("make old root rslave");
+    if (umount2(".", MNT_DETACH) < 0)
+        FAIL_ERRNO("unmount old root");
+    if (chdir("/") < 0)
+        FAIL_ERRNO("chdir /");
+    close(oldroot);
+    close(newroot);
+}
+
 static void setup_rootfs(void)
 {
     if (in.rootfs == NULL)
         fail("no rootfs given");
     if (mount(NULL, "/", NULL, in.root_propagation, NULL) < 0)
         FAIL_ERRNO("set propagation of /");
+    clone_propagating_binds();
+    if (!in.no_pivot)
+        make_parent_mount_private(in.rootfs);
     if (mount(in.rootfs, in.rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
         FAIL_ERRNO("bind rootfs %s", in.rootfs);
-    /* pivot_root refuses a new root whose parent mount is shared. */
+    /* pivot_root also refuses a shared new root; rootfsPropagation is applied to it once it is "/". */
     if (mount(NULL, in.rootfs, NULL, MS_PRIVATE, NULL) < 0)
         FAIL_ERRNO("make rootfs private");
 
@@ -770,6 +913,10 @@ static void setup_rootfs(void)
 
     enter_rootfs();
 
+    /* As runc: rootfsPropagation applies to the container's own root, once it is "/" (rshared makes the rootfs
+     * and every mount under it shared within the container's mount namespace). */
+    if (mount(NULL, "/", NULL, in.root_propagation, NULL) < 0)
+        FAIL_ERRNO("set propagation of the container's /");
     if (in.root_readonly && mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) < 0)
         FAIL_ERRNO("remount / read-only");
 }

@@ -12,7 +12,7 @@ namespace ShimV2.EndToEnd.Tests;
 /// status and lists say what runs, and the teardown kubelet does leaves nothing on the host. One VM boot per test.
 /// </summary>
 [Collection(ContainerdCollection.Name)]
-public sealed class CriPodTests(CriContainerdFixture cri, ITestOutputHelper output) : IClassFixture<CriContainerdFixture>
+public sealed partial class CriPodTests(CriContainerdFixture cri, ITestOutputHelper output) : IClassFixture<CriContainerdFixture>
 {
     /// <summary>A container that logs one line to each stream, then idles; SIGTERM ends it with exit code 0.</summary>
     private static readonly string[] Idler =

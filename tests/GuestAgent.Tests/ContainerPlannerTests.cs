@@ -253,6 +253,71 @@ public sealed class ContainerPlannerTests : IDisposable
         Assert.Throws<FormatException>(() => HelperInstructions.Decode(bytes.AsSpan(0, bytes.Length - 9)));
     }
 
+    [Fact]
+    public void A_privileged_spec_gets_the_guests_device_nodes_and_no_warning_for_host_only_ones()
+    {
+        _temp.Make("dev/kmsg", "");
+        _temp.Make("dev/net/tun", "");
+        _temp.Make("dev/pts/0", "");
+        _temp.Make("dev/console", "");
+        _temp.Make("dev/vport1p1", "");
+        _temp.Make("dev/virtio-ports/agent.0", "");
+        File.CreateSymbolicLink(Path.Combine(_dev, "stdout"), "/proc/self/fd/1");
+        var spec = Ctr();
+        spec.Linux!.Devices = [new OciDevice { Path = "/dev/sda", Type = "b", Major = 8 }];
+        spec.Linux.Resources = new OciLinuxResources
+        {
+            Devices = [new OciDeviceCgroup { Allow = false, Access = "rwm" }, new OciDeviceCgroup { Allow = true, Access = "rwm" }],
+        };
+
+        var plan = ContainerPlanner.PlanCreate(spec, "/run/csharp/shared/c1/rootfs", false, null, Context());
+
+        var devices = Records.Of(plan.Instructions).Mounts().Where(m => m.Flags == Libc.MS_BIND && m.Kind == MountTargetKind.File).ToList();
+        Assert.Equal(["/dev/null", "/dev/zero", "/dev/urandom", "/dev/kmsg", "/dev/net/tun"], devices.Select(m => m.Target));
+        Assert.Equal(Path.Combine(_dev, "net/tun"), devices.Single(m => m.Target == "/dev/net/tun").Source);
+        Assert.DoesNotContain(plan.Warnings, w => w.Contains("/dev/sda", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void An_unprivileged_spec_gets_only_its_listed_devices_and_one_warning_for_those_the_guest_lacks()
+    {
+        _temp.Make("dev/kmsg", "");
+        _temp.Make("dev/fuse", "");
+        var spec = Ctr();
+        spec.Linux!.Devices = [new OciDevice { Path = "/dev/fuse" }, new OciDevice { Path = "/dev/sda" }, new OciDevice { Path = "/dev/sdb" }];
+        spec.Linux.Resources = new OciLinuxResources
+        {
+            Devices = [new OciDeviceCgroup { Allow = false, Access = "rwm" }, new OciDeviceCgroup { Allow = true, Type = "c", Major = 10, Minor = 229, Access = "rwm" }],
+        };
+
+        var plan = ContainerPlanner.PlanCreate(spec, "/run/csharp/shared/c1/rootfs", false, null, Context());
+
+        var targets = Records.Of(plan.Instructions).Mounts().Where(m => m.Kind == MountTargetKind.File).Select(m => m.Target).ToList();
+        Assert.Contains("/dev/fuse", targets);
+        Assert.DoesNotContain("/dev/kmsg", targets);
+        Assert.Equal("devices /dev/sda, /dev/sdb skipped: the guest has no such node", Assert.Single(plan.Warnings, w => w.Contains("/dev/sd", StringComparison.Ordinal)));
+    }
+
+    [Theory]
+    [InlineData("rshared", "rshared", Libc.MS_SHARED | Libc.MS_REC, Libc.MS_SHARED | Libc.MS_REC)]
+    [InlineData("rslave", "rslave", Libc.MS_SLAVE | Libc.MS_REC, Libc.MS_SLAVE | Libc.MS_REC)]
+    [InlineData("private", "rprivate", Libc.MS_PRIVATE | Libc.MS_REC, Libc.MS_PRIVATE | Libc.MS_REC)]
+    [InlineData("", "shared", Libc.MS_SLAVE | Libc.MS_REC, Libc.MS_SHARED)]
+    public void Root_and_bind_propagation_and_options_are_the_specs_without_nosuid_or_nodev(string rootfsPropagation, string bindPropagation, ulong root, ulong bind)
+    {
+        _temp.Make("shared/c1/mounts/0-vol/file", "");
+        var spec = Ctr();
+        spec.Linux!.RootfsPropagation = rootfsPropagation;
+        spec.Mounts = [new OciMount { Destination = "/vol", Type = "bind", Source = Path.Combine(_share, "c1/mounts/0-vol"), Options = ["rbind", bindPropagation] }];
+
+        var records = Records.Of(ContainerPlanner.PlanCreate(spec, "/run/csharp/shared/c1/rootfs", false, null, Context()).Instructions);
+
+        Assert.Equal((uint)root, records.U32Of(HelperOp.RootPropagation));
+        var vol = records.Mounts().Single(m => m.Target == "/vol");
+        Assert.Equal((Libc.MS_BIND | Libc.MS_REC, bind), (vol.Flags, vol.Propagation));
+        Assert.DoesNotContain(records, r => r.Op == HelperOp.NoPivot);
+    }
+
     private static (string, string) Symlink(HelperRecord r)
     {
         var p = new PayloadReader(r.Payload);

@@ -107,6 +107,26 @@ public sealed class BundleTests : IDisposable
     }
 
     [Fact]
+    public void Volumes_with_shared_or_slave_propagation_are_one_guest_directory_per_pod_and_source()
+    {
+        var data = Directory.CreateDirectory(Path.Combine(_dir, "vol")).FullName;
+        string Spec(string propagation) => $$"""
+            {"mounts":[{"destination":"/v","type":"bind","source":"{{data}}","options":["rbind","{{propagation}}"]},
+                       {"destination":"/p","type":"bind","source":"{{data}}","options":["rbind","rprivate"]}]}
+            """;
+
+        var (first, sharedFirst) = SharedMounts.Rewrite(Encoding.UTF8.GetBytes(Spec("rshared")), SandboxPaths.GuestContainerDirectory("c1"));
+        var (second, sharedSecond) = SharedMounts.Rewrite(Encoding.UTF8.GetBytes(Spec("rslave")), SandboxPaths.GuestContainerDirectory("c2"));
+
+        string Source(byte[] json, int i) => JsonDocument.Parse(json).RootElement.GetProperty("mounts")[i].GetProperty("source").GetString()!;
+        Assert.Equal(Source(first, 0), Source(second, 0));
+        Assert.Matches("^/run/csharp/shared/volumes/[0-9a-f]{16}-vol$", Source(first, 0));
+        Assert.Equal("../" + Source(first, 0)["/run/csharp/shared/".Length..], sharedFirst[0].ShareRelativePath);
+        Assert.Equal(sharedFirst[0], sharedSecond[0]);
+        Assert.Equal("/run/csharp/shared/c1/mounts/1-vol", Source(first, 1));
+    }
+
+    [Fact]
     public void A_spec_without_binds_is_passed_through_unchanged()
     {
         var json = """{"mounts":[{"destination":"/tmp","type":"tmpfs","source":"tmpfs"}]}"""u8.ToArray();

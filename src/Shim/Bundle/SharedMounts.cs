@@ -1,3 +1,5 @@
+using System.Security.Cryptography;
+using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
@@ -5,7 +7,9 @@ namespace ShimV2.Shim.Bundle;
 
 /// <summary>A host path the guest needs for a bind mount, and where it appears in the share.</summary>
 /// <param name="HostSource">The bind source as the spec named it on the host.</param>
-/// <param name="ShareRelativePath">Its place under the container's share directory, e.g. "mounts/0-data".</param>
+/// <param name="ShareRelativePath">Its place under the container's share directory, e.g. "mounts/0-data", or for a
+/// volume with shared or slave propagation "../volumes/&lt;key&gt;-data", beside it, one per pod and host source
+/// (mounted until the pod stops).</param>
 /// <param name="IsDirectory">Whether the source is a directory (a file bind needs a file to mount on).</param>
 /// <param name="ReadOnly">Whether the spec asked for "ro".</param>
 public sealed record SharedMount(string HostSource, string ShareRelativePath, bool IsDirectory, bool ReadOnly);
@@ -17,6 +21,14 @@ public sealed record SharedMount(string HostSource, string ShareRelativePath, bo
 public static class SharedMounts
 {
     public const string MountsDirectory = "mounts";
+
+    /// <summary>The share's directory (beside the containers') of volumes the pod's containers share a mount of.</summary>
+    public const string VolumesDirectory = "volumes";
+
+    private static readonly HashSet<string> PropagatingOptions = new(StringComparer.Ordinal) { "shared", "rshared", "slave", "rslave" };
+
+    private static string GuestShareRoot(string guestContainerDirectory) =>
+        guestContainerDirectory.TrimEnd('/') is var d && d.LastIndexOf('/') is > 0 and var slash ? d[..slash] : "/";
 
     /// <summary>Rewrites the spec's bind sources to <paramref name="guestContainerDirectory"/>/mounts/N-name.</summary>
     /// <exception cref="BundleException">A bind source is not an absolute path or does not exist.</exception>
@@ -58,8 +70,22 @@ public static class SharedMounts
             }
 
             var name = Path.GetFileName(source.TrimEnd('/'));
-            var relative = $"{MountsDirectory}/{i}-{(name.Length == 0 ? "root" : name)}";
-            shared.Add(new SharedMount(source, relative, isDirectory, Options(mount).Contains("ro")));
+            name = name.Length == 0 ? "root" : name;
+            var readOnly = Options(mount).Contains("ro");
+            if (isDirectory && Options(mount).Any(o => PropagatingOptions.Contains(o)))
+            {
+                // A volume with shared or slave propagation: every container of the pod binds the same guest
+                // directory, so a mount one of them makes under it reaches the others inside the VM (two shares
+                // of one host directory would be two unrelated mounts in the guest).
+                var key = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes($"{source}\n{readOnly}")))[..16].ToLowerInvariant();
+                var volume = $"{VolumesDirectory}/{key}-{name}";
+                shared.Add(new SharedMount(source, $"../{volume}", isDirectory, readOnly));
+                mount["source"] = $"{GuestShareRoot(guestContainerDirectory)}/{volume}";
+                continue;
+            }
+
+            var relative = $"{MountsDirectory}/{i}-{name}";
+            shared.Add(new SharedMount(source, relative, isDirectory, readOnly));
             mount["source"] = $"{guestContainerDirectory}/{relative}";
         }
 

@@ -350,4 +350,20 @@ public sealed class AgentVmTests(AgentVm vm, Xunit.Abstractions.ITestOutputHelpe
         Assert.Equal("10.1.2.3 from-the-host\nread-only\n", await stdout.WaitAsync(CallTimeout));
         await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = id });
     }
+
+    [VmFact]
+    public async Task An_rshared_rootfs_is_entered_with_pivot_root_and_is_shared_in_the_container()
+    {
+        // Before the guest left its initramfs this failed ("move rootfs ... to /: Invalid argument").
+        var (id, _) = await vm.CreateAsync(["cat", "/proc/self/mountinfo"], edit: s => s["linux"]!["rootfsPropagation"] = "rshared", prefix: "rshared");
+        var stdout = vm.ReadAllAsync(id);
+        await vm.Agent!.StartContainerAsync(new StartContainerRequest { ContainerId = id });
+        var exit = await vm.Agent.WaitProcessAsync(new WaitProcessRequest { ContainerId = id }).WaitAsync(CallTimeout);
+        var mountinfo = await stdout.WaitAsync(CallTimeout);
+        Assert.True(exit.ExitStatus == 0, $"exit {exit.ExitStatus}\n{mountinfo}\n{vm.ConsoleTail()}");
+        var root = mountinfo.Split('\n').Select(l => l.Split(' ')).Last(f => f.Length > 6 && f[4] == "/");
+        Assert.Contains(root.Skip(6).TakeWhile(f => f != "-"), f => f.StartsWith("shared:", StringComparison.Ordinal));
+        Assert.DoesNotContain(" - rootfs ", mountinfo, StringComparison.Ordinal);
+        await vm.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = id });
+    }
 }

@@ -375,22 +375,43 @@ internal static class ContainerPlanner
             }
         }
 
+        var bound = new HashSet<string>(DefaultDevices.Select(d => "/dev/" + d), StringComparer.Ordinal);
+        var allDevices = AllDevicesAllowed(spec);
+        var missing = new List<string>();
         foreach (var device in spec.Linux?.Devices ?? [])
         {
             var path = Absolute(device.Path);
-            if (DefaultDevices.Any(d => path == "/dev/" + d))
+            if (!bound.Add(path))
             {
                 continue;
             }
 
-            if (File.Exists(path))
+            var guest = GuestDevicePath(path, context);
+            if (File.Exists(guest))
             {
-                ins.Mount(Libc.MS_BIND, 0, MountTargetKind.File, path, path, "", "");
+                ins.Mount(Libc.MS_BIND, 0, MountTargetKind.File, guest, path, "", "");
             }
             else
             {
-                warnings.Add($"device {path} skipped: the guest has no such node");
+                missing.Add(path);
             }
+        }
+
+        if (allDevices)
+        {
+            // A privileged container (every device allowed): runc gives it the host's /dev, here the VM's. The
+            // spec's device list names the host's nodes, which the guest mostly does not have: no warning for those.
+            foreach (var (guest, target) in GuestDevices(context))
+            {
+                if (bound.Add(target))
+                {
+                    ins.Mount(Libc.MS_BIND, 0, MountTargetKind.File, guest, target, "", "");
+                }
+            }
+        }
+        else if (missing.Count > 0)
+        {
+            warnings.Add($"device{(missing.Count > 1 ? "s" : "")} {string.Join(", ", missing)} skipped: the guest has no such node");
         }
 
         if (consolePath != null)
@@ -406,6 +427,40 @@ internal static class ContainerPlanner
         if ((spec.Mounts ?? []).Any(m => m.Type == "proc" && Absolute(m.Destination) == "/proc"))
         {
             ins.Symlink("/proc/kcore", "/dev/core");
+        }
+    }
+
+    /// <summary>Whether the spec's device cgroup rules end allowing every device (CRI's privileged containers).</summary>
+    internal static bool AllDevicesAllowed(OciSpec spec) =>
+        spec.Linux?.Resources?.Devices?.LastOrDefault(r => r.MatchesAll) is { Allow: true };
+
+    private static string GuestDevicePath(string path, PlannerContext context) =>
+        path.StartsWith("/dev/", StringComparison.Ordinal) ? Path.Combine(context.GuestDevDirectory, path["/dev/".Length..]) : path;
+
+    /// <summary>Subtrees and nodes of the guest's /dev a privileged container does not get: filesystems of their own
+    /// (the container mounts its own), the console, and the agent's channel to the host.</summary>
+    private static readonly string[] GuestOnlyDevices = ["pts", "shm", "mqueue", "hugepages", "virtio-ports", "console", "ptmx", "vport"];
+
+    /// <summary>The guest's device nodes (not symlinks or directories) as (guest path, path in the container).</summary>
+    private static IEnumerable<(string Guest, string Target)> GuestDevices(PlannerContext context)
+    {
+        var root = context.GuestDevDirectory;
+        if (!Directory.Exists(root))
+        {
+            yield break;
+        }
+
+        var options = new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.ReparsePoint, IgnoreInaccessible = true };
+        foreach (var guest in Directory.EnumerateFiles(root, "*", options).Order(StringComparer.Ordinal))
+        {
+            var relative = Path.GetRelativePath(root, guest);
+            var first = relative.Split('/')[0];
+            if (GuestOnlyDevices.Any(g => first == g || (g == "vport" && first.StartsWith(g, StringComparison.Ordinal))))
+            {
+                continue;
+            }
+
+            yield return (guest, "/dev/" + relative);
         }
     }
 

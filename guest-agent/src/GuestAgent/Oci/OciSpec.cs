@@ -220,6 +220,25 @@ internal sealed class OciLinuxResources
     public List<OciHugepageLimit>? HugepageLimits { get; set; }
 
     public Dictionary<string, string>? Unified { get; set; }
+
+    public List<OciDeviceCgroup>? Devices { get; set; }
+}
+
+/// <summary>A device cgroup rule: which device nodes the container may use (the last matching rule wins).</summary>
+internal sealed class OciDeviceCgroup
+{
+    public bool Allow { get; set; }
+
+    public string? Type { get; set; }
+
+    public long? Major { get; set; }
+
+    public long? Minor { get; set; }
+
+    public string? Access { get; set; }
+
+    /// <summary>A rule for every device ("a", any major and minor, read, write and mknod).</summary>
+    public bool MatchesAll => Type is null or "" or "a" && Major is null or -1 && Minor is null or -1 && (Access is null or "" || Access.Contains('r', StringComparison.Ordinal) && Access.Contains('w', StringComparison.Ordinal));
 }
 
 internal sealed class OciMemory

@@ -213,7 +213,14 @@ internal sealed partial class AgentService
         Directory.CreateDirectory(path);
         try
         {
-            Libc.Mount(tag, path, fstype, parsed.Flags | Libc.MS_NOSUID | Libc.MS_NODEV, parsed.Data.Length > 0 ? parsed.Data : null);
+            // No nosuid/nodev of its own: the share holds the containers' root filesystems and bind sources, which get
+            // exactly the mount options their spec asks for (a setuid binary in an image works as under runc).
+            Libc.Mount(tag, path, fstype, parsed.Flags, parsed.Data.Length > 0 ? parsed.Data : null);
+
+            // Shared, so that a volume bound with shared or slave propagation into several containers keeps them
+            // peers (or slaves) of this mount: what one mounts under it, the others see (containers' own rootfs
+            // binds are made private by the helper and propagate nowhere).
+            Libc.Mount(null, path, null, Libc.MS_SHARED, null);
         }
         catch (NativeIOException e)
         {
