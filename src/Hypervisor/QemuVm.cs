@@ -119,7 +119,8 @@ public sealed partial class QemuVm : IAsyncDisposable
         var logger = loggerFactory.CreateLogger<QemuVm>();
         try
         {
-            Directory.CreateDirectory(spec.WorkDirectory);
+            // Owner only: the QMP and agent sockets and the console log QEMU creates there.
+            PrivateDirectory.Create(spec.WorkDirectory);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

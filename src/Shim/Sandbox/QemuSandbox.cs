@@ -55,8 +55,7 @@ public sealed partial class QemuSandbox : ISandbox
     {
         var logger = loggerFactory.CreateLogger<QemuSandbox>();
         var paths = new SandboxPaths(request.SandboxId);
-        Directory.CreateDirectory(paths.VmDirectory);
-        Directory.CreateDirectory(paths.SharedDirectory);
+        paths.CreatePrivateDirectories();
         QemuVm? vm = null;
         TtrpcClient? connection = null;
         PodNetwork? network = null;
