@@ -7,6 +7,7 @@
 # Prints one line per target: inputs run, crashes, hangs; writes them to artifacts/fuzz/summary.tsv.
 # usage: eng/fuzz.sh [--no-build] [--inputs N] [TARGET...]     (default: 1000000 inputs, every target)
 #   --no-build: reuse the instrumented build of an earlier run (artifacts/fuzz/bin)
+#   FUZZ_MAX_SECONDS=S: stop a target after S seconds even if it has not run N inputs (the summary says how many it ran)
 # CPU-heavy: run it under the heavy lock, one target per hold on a shared machine:
 #   flock /tmp/shimv2-heavy.lock eng/fuzz.sh ttrpc-server
 set -euo pipefail
@@ -57,7 +58,7 @@ for target in "${targets[@]}"; do
   start=$(date +%s)
   # AFL_SKIP_BIN_CHECK: the binary is dotnet, instrumented at the IL level by SharpFuzz, not by afl-cc.
   AFL_SKIP_BIN_CHECK=1 AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_AFFINITY=1 \
-    afl-fuzz -i "$corpus" -o "$findings" -E "$inputs" -t 10000 -m none -- "$(command -v dotnet)" "$bin/ShimV2.Fuzz.dll" "$target" \
+    afl-fuzz -i "$corpus" -o "$findings" -E "$inputs" ${FUZZ_MAX_SECONDS:+-V "$FUZZ_MAX_SECONDS"} -t 10000 -m none -- "$(command -v dotnet)" "$bin/ShimV2.Fuzz.dll" "$target" \
     > "$work/$target.log" 2>&1 || { echo "afl-fuzz failed for $target: see $work/$target.log" >&2; tail -n 20 "$work/$target.log" >&2; exit 1; }
   seconds=$(( $(date +%s) - start ))
   stats="$findings/default/fuzzer_stats"
