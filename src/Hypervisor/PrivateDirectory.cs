@@ -16,4 +16,24 @@ public static class PrivateDirectory
         Directory.CreateDirectory(path, Mode);
         File.SetUnixFileMode(path, Mode);
     }
+
+    /// <summary>Sets files QEMU created with its umask (sockets, console log) to 0600; absent ones are skipped.</summary>
+    public static void RestrictFiles(params string[] paths)
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            throw new PlatformNotSupportedException("unix file modes");
+        }
+
+        foreach (var path in paths)
+        {
+            try
+            {
+                File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            }
+            catch (FileNotFoundException)
+            {
+            }
+        }
+    }
 }

@@ -467,7 +467,11 @@ public sealed partial class QemuVm : IAsyncDisposable
             {
                 try
                 {
-                    return await QmpClient.ConnectAsync(Paths.QmpSocket, logger, ct);
+                    var client = await QmpClient.ConnectAsync(Paths.QmpSocket, logger, ct);
+
+                    // QEMU has made every chardev by the time QMP answers.
+                    PrivateDirectory.RestrictFiles(Paths.QmpSocket, Paths.AgentSocket, Paths.ConsoleLog);
+                    return client;
                 }
                 catch (SocketException)
                 {
