@@ -119,7 +119,8 @@ public sealed partial class QemuVm : IAsyncDisposable
         var logger = loggerFactory.CreateLogger<QemuVm>();
         try
         {
-            Directory.CreateDirectory(spec.WorkDirectory);
+            // Owner only: the QMP and agent sockets and the console log QEMU creates there.
+            PrivateDirectory.Create(spec.WorkDirectory);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -466,7 +467,11 @@ public sealed partial class QemuVm : IAsyncDisposable
             {
                 try
                 {
-                    return await QmpClient.ConnectAsync(Paths.QmpSocket, logger, ct);
+                    var client = await QmpClient.ConnectAsync(Paths.QmpSocket, logger, ct);
+
+                    // QEMU has made every chardev by the time QMP answers.
+                    PrivateDirectory.RestrictFiles(Paths.QmpSocket, Paths.AgentSocket, Paths.ConsoleLog);
+                    return client;
                 }
                 catch (SocketException)
                 {

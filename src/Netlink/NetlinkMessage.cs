@@ -97,7 +97,15 @@ public sealed class NetlinkMessage
 /// <summary>One attribute of a received message; nested ones parse further with <see cref="NetlinkAttributes.Parse"/>.</summary>
 public readonly record struct NetlinkAttribute(ushort Type, ReadOnlyMemory<byte> Payload)
 {
-    public uint U32 => BinaryPrimitives.ReadUInt32LittleEndian(Payload.Span);
+    /// <exception cref="NetlinkException">The payload is shorter than 4 bytes.</exception>
+    public uint U32 => Payload.Length >= 4
+        ? BinaryPrimitives.ReadUInt32LittleEndian(Payload.Span)
+        : throw new NetlinkException($"malformed attribute {Type}: {Payload.Length} bytes where a u32 was expected");
+
+    /// <exception cref="NetlinkException">The payload is neither an IPv4 (4 bytes) nor an IPv6 address (16).</exception>
+    public System.Net.IPAddress Address => Payload.Length is 4 or 16
+        ? new System.Net.IPAddress(Payload.Span)
+        : throw new NetlinkException($"malformed attribute {Type}: {Payload.Length} bytes where an IP address was expected");
 
     public string String => Encoding.ASCII.GetString(Payload.Span.TrimEnd((byte)0));
 }

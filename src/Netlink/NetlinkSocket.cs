@@ -47,8 +47,6 @@ public sealed partial class NetlinkSocket : IDisposable
     private const int SOCK_RAW = 3;
     private const int SOCK_CLOEXEC = 0x80000;
     private const int NETLINK_ROUTE = 0;
-    private const ushort NLMSG_ERROR = 2;
-    private const ushort NLMSG_DONE = 3;
     private const int EINTR = 4;
 
     private readonly int _fd;
@@ -129,30 +127,17 @@ public sealed partial class NetlinkSocket : IDisposable
                 throw new NetlinkException($"{what}: receive", errno);
             }
 
-            var data = _buffer.AsMemory(0, n).ToArray().AsMemory();
-            var offset = 0;
-            while (n - offset >= NetlinkMessage.HeaderSize)
+            foreach (var reply in NetlinkDatagram.Split(_buffer.AsMemory(0, n).ToArray(), what))
             {
-                var span = data.Span[offset..];
-                var length = (int)BinaryPrimitives.ReadUInt32LittleEndian(span);
-                var type = BinaryPrimitives.ReadUInt16LittleEndian(span[4..]);
-                var seq = BinaryPrimitives.ReadUInt32LittleEndian(span[8..]);
-                if (length < NetlinkMessage.HeaderSize || length > n - offset)
-                {
-                    throw new NetlinkException($"{what}: malformed netlink answer");
-                }
-
-                var body = data.Slice(offset + NetlinkMessage.HeaderSize, length - NetlinkMessage.HeaderSize);
-                offset += (length + 3) & ~3;
-                if (seq != sequence)
+                if (reply.Sequence != sequence)
                 {
                     continue; // a late answer to an earlier request
                 }
 
-                switch (type)
+                switch (reply.Type)
                 {
-                    case NLMSG_ERROR:
-                        var error = BinaryPrimitives.ReadInt32LittleEndian(body.Span);
+                    case NetlinkDatagram.NLMSG_ERROR:
+                        var error = NetlinkDatagram.ErrorCode(reply, what);
                         if (error != 0)
                         {
                             throw new NetlinkException(what, -error);
@@ -164,10 +149,10 @@ public sealed partial class NetlinkSocket : IDisposable
                         }
 
                         break;
-                    case NLMSG_DONE:
+                    case NetlinkDatagram.NLMSG_DONE:
                         yield break;
                     default:
-                        yield return (type, body);
+                        yield return (reply.Type, reply.Body);
                         break;
                 }
             }

@@ -69,37 +69,10 @@ public sealed class Rtnetlink(NetlinkSocket socket)
         var links = new List<LinkInfo>();
         foreach (var (type, body) in socket.Dump(new NetlinkMessage(RTM_GETLINK, 0).Header(new byte[16]), "list interfaces"))
         {
-            if (type != RTM_NEWLINK)
+            if (type == RTM_NEWLINK)
             {
-                continue;
+                links.Add(ParseLink(body));
             }
-
-            var header = body.Span;
-            var index = BinaryPrimitives.ReadInt32LittleEndian(header[4..]);
-            var flags = BinaryPrimitives.ReadUInt32LittleEndian(header[8..]);
-            string name = "", mac = "";
-            uint mtu = 0;
-            string? kind = null;
-            foreach (var a in NetlinkAttributes.Parse(body[16..]))
-            {
-                switch (a.Type)
-                {
-                    case IFLA_IFNAME:
-                        name = a.String;
-                        break;
-                    case IFLA_ADDRESS:
-                        mac = FormatMac(a.Payload.Span);
-                        break;
-                    case IFLA_MTU:
-                        mtu = a.U32;
-                        break;
-                    case IFLA_LINKINFO:
-                        kind = NetlinkAttributes.Parse(a.Payload).Where(i => i.Type == IFLA_INFO_KIND).Select(i => i.String).FirstOrDefault();
-                        break;
-                }
-            }
-
-            links.Add(new LinkInfo(index, name, mac, mtu, (flags & IFF_UP) != 0, kind));
         }
 
         return links;
@@ -110,29 +83,9 @@ public sealed class Rtnetlink(NetlinkSocket socket)
         var addresses = new List<AddressInfo>();
         foreach (var (type, body) in socket.Dump(new NetlinkMessage(RTM_GETADDR, 0).Header(new byte[8]), "list addresses"))
         {
-            if (type != RTM_NEWADDR)
+            if (type == RTM_NEWADDR && ParseAddress(body) is { } address)
             {
-                continue;
-            }
-
-            var prefix = body.Span[1];
-            var index = BinaryPrimitives.ReadInt32LittleEndian(body.Span[4..]);
-            IPAddress? local = null, address = null;
-            foreach (var a in NetlinkAttributes.Parse(body[8..]))
-            {
-                if (a.Type == IFA_LOCAL)
-                {
-                    local = new IPAddress(a.Payload.Span);
-                }
-                else if (a.Type == IFA_ADDRESS)
-                {
-                    address = new IPAddress(a.Payload.Span);
-                }
-            }
-
-            if ((local ?? address) is { } ip)
-            {
-                addresses.Add(new AddressInfo(index, ip, prefix));
+                addresses.Add(address);
             }
         }
 
@@ -145,48 +98,110 @@ public sealed class Rtnetlink(NetlinkSocket socket)
         var routes = new List<RouteInfo>();
         foreach (var (type, body) in socket.Dump(new NetlinkMessage(RTM_GETROUTE, 0).Header(new byte[12]), "list routes"))
         {
-            if (type != RTM_NEWROUTE)
+            if (type == RTM_NEWROUTE && ParseRoute(body) is { } route)
             {
-                continue;
-            }
-
-            var h = body.Span;
-            var family = h[0] == 10 ? AddressFamily.InterNetworkV6 : AddressFamily.InterNetwork;
-            uint table = h[4];
-            if (h[7] != RTN_UNICAST)
-            {
-                continue;
-            }
-
-            IPAddress? destination = null, gateway = null;
-            int? link = null;
-            foreach (var a in NetlinkAttributes.Parse(body[12..]))
-            {
-                switch (a.Type)
-                {
-                    case RTA_DST:
-                        destination = new IPAddress(a.Payload.Span);
-                        break;
-                    case RTA_GATEWAY:
-                        gateway = new IPAddress(a.Payload.Span);
-                        break;
-                    case RTA_OIF:
-                        link = (int)a.U32;
-                        break;
-                    case RTA_TABLE:
-                        table = a.U32;
-                        break;
-                }
-            }
-
-            if (table == RT_TABLE_MAIN)
-            {
-                routes.Add(new RouteInfo(destination, h[1], gateway, link, family));
+                routes.Add(route);
             }
         }
 
         return routes;
     }
+
+    /// <summary>An RTM_NEWLINK body: ifinfomsg (16 bytes), then attributes.</summary>
+    /// <exception cref="NetlinkException">Truncated or malformed.</exception>
+    internal static LinkInfo ParseLink(ReadOnlyMemory<byte> body)
+    {
+        var header = Fixed(body, 16, "interface");
+        var index = BinaryPrimitives.ReadInt32LittleEndian(header[4..]);
+        var flags = BinaryPrimitives.ReadUInt32LittleEndian(header[8..]);
+        string name = "", mac = "";
+        uint mtu = 0;
+        string? kind = null;
+        foreach (var a in NetlinkAttributes.Parse(body[16..]))
+        {
+            switch (a.Type)
+            {
+                case IFLA_IFNAME:
+                    name = a.String;
+                    break;
+                case IFLA_ADDRESS:
+                    mac = FormatMac(a.Payload.Span);
+                    break;
+                case IFLA_MTU:
+                    mtu = a.U32;
+                    break;
+                case IFLA_LINKINFO:
+                    kind = NetlinkAttributes.Parse(a.Payload).Where(i => i.Type == IFLA_INFO_KIND).Select(i => i.String).FirstOrDefault();
+                    break;
+            }
+        }
+
+        return new LinkInfo(index, name, mac, mtu, (flags & IFF_UP) != 0, kind);
+    }
+
+    /// <summary>An RTM_NEWADDR body: ifaddrmsg (8 bytes), then attributes; null when it carries no address.</summary>
+    /// <exception cref="NetlinkException">Truncated or malformed.</exception>
+    internal static AddressInfo? ParseAddress(ReadOnlyMemory<byte> body)
+    {
+        var header = Fixed(body, 8, "address");
+        var prefix = header[1];
+        var index = BinaryPrimitives.ReadInt32LittleEndian(header[4..]);
+        IPAddress? local = null, address = null;
+        foreach (var a in NetlinkAttributes.Parse(body[8..]))
+        {
+            if (a.Type == IFA_LOCAL)
+            {
+                local = a.Address;
+            }
+            else if (a.Type == IFA_ADDRESS)
+            {
+                address = a.Address;
+            }
+        }
+
+        return (local ?? address) is { } ip ? new AddressInfo(index, ip, prefix) : null;
+    }
+
+    /// <summary>An RTM_NEWROUTE body: rtmsg (12 bytes), then attributes; null unless a unicast route of the main table.</summary>
+    /// <exception cref="NetlinkException">Truncated or malformed.</exception>
+    internal static RouteInfo? ParseRoute(ReadOnlyMemory<byte> body)
+    {
+        var h = Fixed(body, 12, "route");
+        var family = h[0] == 10 ? AddressFamily.InterNetworkV6 : AddressFamily.InterNetwork;
+        uint table = h[4];
+        if (h[7] != RTN_UNICAST)
+        {
+            return null;
+        }
+
+        IPAddress? destination = null, gateway = null;
+        int? link = null;
+        foreach (var a in NetlinkAttributes.Parse(body[12..]))
+        {
+            switch (a.Type)
+            {
+                case RTA_DST:
+                    destination = a.Address;
+                    break;
+                case RTA_GATEWAY:
+                    gateway = a.Address;
+                    break;
+                case RTA_OIF:
+                    link = (int)a.U32;
+                    break;
+                case RTA_TABLE:
+                    table = a.U32;
+                    break;
+            }
+        }
+
+        return table == RT_TABLE_MAIN ? new RouteInfo(destination, h[1], gateway, link, family) : null;
+    }
+
+    private static ReadOnlySpan<byte> Fixed(ReadOnlyMemory<byte> body, int size, string what) =>
+        body.Length >= size
+            ? body.Span
+            : throw new NetlinkException($"malformed {what} message: {body.Length} bytes, its header alone is {size}");
 
     /// <summary>Sets an interface up, and its MTU when given.</summary>
     public void SetUp(int index, uint? mtu = null)

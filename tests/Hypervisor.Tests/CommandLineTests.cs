@@ -153,6 +153,7 @@ public sealed class CommandLineTests
         Assert.Equal(
             [
                 new BaseFragment("sb"),
+                new SeccompSandboxFragment(),
                 new MachineFragment("q35", AcceleratorKind.Tcg),
                 new MemoryFragment(256, 1024, 2),
                 new SmpFragment(1, 2),
@@ -167,6 +168,33 @@ public sealed class CommandLineTests
             fragments);
         var args = QemuCommandLine.Args(fragments);
         Assert.Equal(["-name", "sb", "-no-user-config", "-nodefaults"], args.Take(4));
+    }
+
+    [Fact]
+    public void Seccomp_sandbox_denies_privileges_spawning_resource_control_and_obsolete_calls() =>
+        Assert.Equal(["-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"], new SeccompSandboxFragment().Args);
+
+    [Theory]
+    [InlineData(AcceleratorKind.Tcg, AgentTransportKind.VirtioSerial)]
+    [InlineData(AcceleratorKind.Kvm, AgentTransportKind.Vsock)]
+    public void Every_vm_runs_under_the_seccomp_sandbox_and_exports_only_its_own_share(AcceleratorKind accelerator, AgentTransportKind transport)
+    {
+        var spec = new VmSpec
+        {
+            SandboxId = "pod-a",
+            WorkDirectory = "/run/containerd-shim-csharp/pod-a/vm",
+            Config = new HypervisorConfig(),
+            SharedDirectory = "/run/containerd-shim-csharp/pod-a/shared",
+            ShareMountTag = "csharpshare",
+        };
+
+        var fragments = QemuCommandLine.Fragments(spec, new HostResolution(accelerator, transport), guestCid: 3);
+
+        Assert.Single(fragments, f => f is SeccompSandboxFragment);
+        var share = Assert.Single(fragments.OfType<NinePShareFragment>());
+        Assert.Equal("/run/containerd-shim-csharp/pod-a/shared", share.Directory);
+        var fsdevs = QemuCommandLine.Args(fragments).Where(a => a.StartsWith("local,", StringComparison.Ordinal)).ToList();
+        Assert.Equal(["local,id=fs0,path=/run/containerd-shim-csharp/pod-a/shared,security_model=none,multidevs=remap"], fsdevs);
     }
 
     [Fact]

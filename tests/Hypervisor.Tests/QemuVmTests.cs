@@ -5,6 +5,7 @@ using Xunit.Abstractions;
 namespace ShimV2.Hypervisor.Tests;
 
 /// <summary>Real QEMU (TCG is enough) booting the host's Debian kernel with the tiny initramfs of <see cref="GuestImage"/>.</summary>
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
 [Collection(QemuCollection.Name)]
 public sealed class QemuVmTests : IDisposable
 {
@@ -42,6 +43,10 @@ public sealed class QemuVmTests : IDisposable
             Assert.Equal(AgentTransportKind.VirtioSerial, vm.AgentTransport);
             Assert.Equal(new QmpStatusInfo(true, "running"), await vm.Qmp.ExecuteAsync(new QueryStatus(), CancellationToken.None));
             Assert.Equal(7, vm.Qmp.Greeting.Version.Qemu.Major);
+            Assert.Equal(PrivateDirectory.Mode, File.GetUnixFileMode(spec.WorkDirectory));
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(vm.Paths.QmpSocket));
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(vm.Paths.AgentSocket));
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(vm.ConsoleLogPath));
 
             // The guest's /init answers on the virtio-serial port agent.0 once it is up.
             using var guest = new CancellationTokenSource(GuestTimeout);

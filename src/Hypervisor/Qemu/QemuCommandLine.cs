@@ -15,6 +15,7 @@ internal static class QemuCommandLine
         var fragments = new List<QemuFragment>
         {
             new BaseFragment(spec.SandboxId),
+            new SeccompSandboxFragment(),
             new MachineFragment(config.MachineType, host.Accelerator),
             new MemoryFragment(config.MemoryMiB, config.EffectiveMaxMemoryMiB, config.MemorySlots),
             new SmpFragment(config.VCpus, config.EffectiveMaxVCpus),

@@ -23,6 +23,18 @@ internal sealed record BaseFragment(string Name) : QemuFragment
 }
 
 /// <summary>
+/// QEMU's seccomp filter (`-sandbox`): a guest that takes over QEMU still cannot gain privileges (setuid and the
+/// like), start programs (fork/execve: nothing we use spawns; tap scripts are off), change its scheduling or
+/// resource limits, or make obsolete system calls. QEMU 7.2 and later have every option used here.
+/// </summary>
+internal sealed record SeccompSandboxFragment : QemuFragment
+{
+    public const string Options = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+    public override IReadOnlyList<string> Args => ["-sandbox", Options];
+}
+
+/// <summary>
 /// Machine type and accelerator; TCG emulates the richest CPU it can, KVM passes the host's through. Under TCG the
 /// CPU does not announce ERMS: TCG runs `rep movsb`/`rep stosb` one byte per iteration, and with ERMS the guest
 /// kernel and glibc copy and clear memory that way (every pipe and virtio-serial byte, every fresh page); without

@@ -215,7 +215,7 @@ public sealed partial class QmpClient : IAsyncDisposable
         }
     }
 
-    private static QmpGreeting ParseGreeting(string line)
+    internal static QmpGreeting ParseGreeting(string line)
     {
         QmpGreetingMessage? message;
         try
@@ -285,75 +285,50 @@ public sealed partial class QmpClient : IAsyncDisposable
 
     private void Dispatch(string line)
     {
-        JsonDocument document;
-        try
+        var message = QmpMessage.Parse(line);
+        if (message.Event is { } evt)
         {
-            document = JsonDocument.Parse(line);
+            LogEvent(logger, evt.Name);
+            try
+            {
+                EventObserver?.Invoke(evt);
+            }
+            catch (Exception e)
+            {
+                LogObserverFailed(logger, evt.Name, e);
+            }
+
+            events.Writer.TryWrite(evt);
+            return;
         }
-        catch (JsonException)
+
+        if (message.Kind == QmpMessageKind.Unparsable)
         {
             LogUnparsable(logger, line);
             return;
         }
 
-        using (document)
+        var entry = FindPending(message.Id, line);
+        if (entry is null)
         {
-            var root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
-            {
-                LogUnparsable(logger, line);
-                return;
-            }
+            return;
+        }
 
-            if (root.TryGetProperty("event", out var eventName))
-            {
-                var evt = new QmpEvent(
-                    eventName.GetString() ?? "",
-                    root.TryGetProperty("data", out var data) ? data.Clone() : default,
-                    ReadTimestamp(root));
-                LogEvent(logger, evt.Name);
-                try
-                {
-                    EventObserver?.Invoke(evt);
-                }
-                catch (Exception e)
-                {
-                    LogObserverFailed(logger, evt.Name, e);
-                }
-
-                events.Writer.TryWrite(evt);
-                return;
-            }
-
-            var entry = FindPending(root, line);
-            if (entry is null)
-            {
-                return;
-            }
-
-            if (root.TryGetProperty("return", out var result))
-            {
-                entry.Reply.TrySetResult(result.Clone());
-            }
-            else if (root.TryGetProperty("error", out var error))
-            {
-                entry.Reply.TrySetException(new QmpException(
-                    entry.Command,
-                    error.TryGetProperty("class", out var c) ? c.GetString() ?? "" : "",
-                    error.TryGetProperty("desc", out var d) ? d.GetString() ?? "" : ""));
-            }
-            else
-            {
-                LogUnparsable(logger, line);
-            }
+        if (message.Kind == QmpMessageKind.Return)
+        {
+            entry.Reply.TrySetResult(message.Return);
+        }
+        else
+        {
+            entry.Reply.TrySetException(new QmpException(entry.Command, message.ErrorClass, message.ErrorDesc));
         }
     }
 
-    private Pending? FindPending(JsonElement root, string line)
+    private Pending? FindPending(long? id, string line)
     {
-        if (root.TryGetProperty("id", out var idElement) && idElement.ValueKind == JsonValueKind.Number && idElement.TryGetInt64(out var id))
+        if (id is { } known)
         {
-            if (pending.TryGetValue(id, out var entry))
+            if (pending.TryGetValue(known, out var entry))
             {
                 return entry;
             }
@@ -370,18 +345,6 @@ public sealed partial class QmpClient : IAsyncDisposable
         }
 
         return oldest;
-    }
-
-    private static DateTimeOffset ReadTimestamp(JsonElement root)
-    {
-        if (root.TryGetProperty("timestamp", out var ts)
-            && ts.ValueKind == JsonValueKind.Object
-            && ts.Deserialize(QmpJsonContext.Default.QmpTimestamp) is { Seconds: >= 0 } t)
-        {
-            return DateTimeOffset.FromUnixTimeSeconds(t.Seconds).AddTicks(t.Microseconds * 10);
-        }
-
-        return DateTimeOffset.UtcNow;
     }
 
     private static string Truncate(string line) => line.Length <= 200 ? line : line[..200] + "...";

@@ -22,8 +22,18 @@ public abstract record QmpCommand<TResult>
     /// <summary>Reads "{}" for commands that return nothing.</summary>
     protected static QmpEmpty Empty(JsonElement result) => QmpEmpty.Instance;
 
-    protected static T Read<T>(JsonElement result, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> typeInfo) =>
-        result.Deserialize(typeInfo) ?? throw new HypervisorException($"qmp {typeof(T).Name}: empty return value");
+    /// <summary>Reads a return value; one of an unexpected shape is a <see cref="HypervisorException"/>.</summary>
+    protected static T Read<T>(JsonElement result, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> typeInfo)
+    {
+        try
+        {
+            return result.Deserialize(typeInfo) ?? throw new HypervisorException($"qmp {typeof(T).Name}: empty return value");
+        }
+        catch (JsonException e)
+        {
+            throw new HypervisorException($"qmp {typeof(T).Name}: unexpected return value: {e.Message}", e);
+        }
+    }
 
     /// <summary>Writes caller-supplied members, refusing ones that would shadow the command's own.</summary>
     protected static void WriteExtra(Utf8JsonWriter writer, JsonObject? properties, params string[] reserved)

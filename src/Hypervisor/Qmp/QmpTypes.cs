@@ -77,12 +77,9 @@ internal sealed record QmpGreetingMessage([property: JsonPropertyName("QMP")] Qm
 
 internal sealed record QmpGreetingBody(QmpVersion Version, IReadOnlyList<string> Capabilities);
 
-internal sealed record QmpTimestamp(long Seconds, long Microseconds);
-
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.KebabCaseLower)]
 [JsonSerializable(typeof(QmpGreetingMessage))]
 [JsonSerializable(typeof(QmpStatusInfo))]
-[JsonSerializable(typeof(QmpTimestamp))]
 [JsonSerializable(typeof(QmpHotpluggableCpu[]))]
 [JsonSerializable(typeof(QmpCpuInfoFast[]))]
 [JsonSerializable(typeof(QmpCpuInstanceProperties))]

@@ -23,6 +23,7 @@ public sealed class RootfsMounter : IRootfsMounter
 {
     public void Mount(IReadOnlyList<Mount> mounts, string bundleRootfs, string target)
     {
+        MountTargetGuard.Check(target);
         Directory.CreateDirectory(target);
         if (mounts.Count == 0)
         {
@@ -61,6 +62,7 @@ public sealed class RootfsMounter : IRootfsMounter
 
     public void Bind(string source, string target, bool isDirectory, bool readOnly)
     {
+        MountTargetGuard.Check(target);
         if (isDirectory)
         {
             Directory.CreateDirectory(target);

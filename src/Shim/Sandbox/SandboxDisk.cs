@@ -29,14 +29,13 @@ internal static class SandboxDisk
         }
     }
 
-    /// <summary>Creates the sandbox's directories; a full disk (or any other failure) becomes one clear line.</summary>
+    /// <summary>Creates the sandbox's directories (0700); a full disk (or any other failure) becomes one clear line.</summary>
     /// <exception cref="SandboxException">A directory could not be created.</exception>
     public static void CreateDirectories(SandboxPaths paths)
     {
         try
         {
-            Directory.CreateDirectory(paths.VmDirectory);
-            Directory.CreateDirectory(paths.SharedDirectory);
+            paths.CreatePrivateDirectories();
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

@@ -1,3 +1,5 @@
+using ShimV2.Hypervisor;
+
 namespace ShimV2.Shim.Sandbox;
 
 /// <summary>
@@ -34,6 +36,19 @@ public sealed class SandboxPaths
     public string SharedDirectory => Path.Combine(Root, "shared");
 
     public string ContainerShareDirectory(string containerId) => Path.Combine(SharedDirectory, containerId);
+
+    /// <summary>
+    /// Creates the state root, the pod's directory, its vm/ and shared/ directories, each 0700 even when it existed
+    /// (an older shim made them 0755): the QMP and agent sockets, the console log and the containers' root
+    /// filesystems are then out of reach of every other user, whatever modes QEMU gives the files inside.
+    /// </summary>
+    public void CreatePrivateDirectories()
+    {
+        foreach (var directory in new[] { Path.GetDirectoryName(Root)!, Root, VmDirectory, SharedDirectory })
+        {
+            PrivateDirectory.Create(directory);
+        }
+    }
 
     public string ContainerRootfs(string containerId) => Path.Combine(ContainerShareDirectory(containerId), "rootfs");
 

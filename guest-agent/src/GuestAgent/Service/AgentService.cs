@@ -235,21 +235,12 @@ internal sealed partial class AgentService
 
     public async Task<CreateContainerResponse> CreateContainerAsync(CreateContainerRequest request, CancellationToken ct)
     {
-        var id = ValidateId(request.ContainerId, "container id");
-        var spec = OciJson.ParseSpec(request.OciSpecJson.Span);
-        var rootfs = request.RootfsGuestPath.Length > 0 ? request.RootfsGuestPath : spec.Root?.Path ?? "";
-        if (!rootfs.StartsWith('/'))
-        {
-            throw AgentException.InvalidArgument($"rootfs_guest_path \"{rootfs}\" is not an absolute guest path");
-        }
-
+        var (id, spec, rootfs, settings) = DecodeCreate(request);
         if (!Directory.Exists(rootfs))
         {
             throw AgentException.FailedPrecondition($"rootfs {rootfs} does not exist in the guest (share not mounted, or the host did not mount the rootfs there)");
         }
 
-        // Validate the resources before anything is created.
-        var settings = CgroupResources.Translate(spec.Linux?.Resources);
         if (!_creating.TryAdd(id, 0))
         {
             throw AgentException.AlreadyExists($"container {id} is being created");
@@ -424,8 +415,7 @@ internal sealed partial class AgentService
     public async Task<ExecProcessResponse> ExecProcessAsync(ExecProcessRequest request, CancellationToken ct)
     {
         var container = GetContainer(request.ContainerId);
-        var execId = ValidateId(request.ExecId, "exec id");
-        var process = OciJson.ParseProcess(request.ProcessJson.Span);
+        var (execId, process) = DecodeExec(request);
         await container.Gate.WaitAsync(ct);
         ProcessStdio? stdio = null;
         HelperSession? session = null;
@@ -653,8 +643,7 @@ internal sealed partial class AgentService
     public Task<Empty> UpdateContainerAsync(UpdateContainerRequest request, CancellationToken ct)
     {
         var container = GetContainer(request.ContainerId);
-        var resources = OciJson.ParseResources(request.ResourcesJson.Span);
-        var settings = CgroupResources.Translate(resources);
+        var settings = DecodeUpdate(request);
         var cgroup = container.Cgroup ?? throw AgentException.FailedPrecondition("the guest has no cgroup v2: resources cannot be updated");
         cgroup.Apply(settings);
         var applied = string.Join(' ', settings);
@@ -748,6 +737,31 @@ internal sealed partial class AgentService
             }
         });
     }
+
+    /// <summary>
+    /// What a CreateContainer request asks, checked before anything is created (the resources too): malformed
+    /// input is an <see cref="AgentException"/>, nothing else. The fuzz tests drive this with arbitrary bytes.
+    /// </summary>
+    internal static (string Id, OciSpec Spec, string Rootfs, IReadOnlyList<CgroupSetting> Settings) DecodeCreate(CreateContainerRequest request)
+    {
+        var id = ValidateId(request.ContainerId, "container id");
+        var spec = OciJson.ParseSpec(request.OciSpecJson.Span);
+        var rootfs = request.RootfsGuestPath.Length > 0 ? request.RootfsGuestPath : spec.Root?.Path ?? "";
+        if (!rootfs.StartsWith('/'))
+        {
+            throw AgentException.InvalidArgument($"rootfs_guest_path \"{rootfs}\" is not an absolute guest path");
+        }
+
+        return (id, spec, rootfs, CgroupResources.Translate(spec.Linux?.Resources));
+    }
+
+    /// <summary>An ExecProcess request's exec id and process, checked (see <see cref="DecodeCreate"/>).</summary>
+    internal static (string ExecId, OciProcess Process) DecodeExec(ExecProcessRequest request) =>
+        (ValidateId(request.ExecId, "exec id"), OciJson.ParseProcess(request.ProcessJson.Span));
+
+    /// <summary>An UpdateContainer request's resources as cgroup settings, checked (see <see cref="DecodeCreate"/>).</summary>
+    internal static IReadOnlyList<CgroupSetting> DecodeUpdate(UpdateContainerRequest request) =>
+        CgroupResources.Translate(OciJson.ParseResources(request.ResourcesJson.Span));
 
     private static string ValidateId(string id, string what)
     {
