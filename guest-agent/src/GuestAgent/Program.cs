@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using ShimV2.GuestAgent.Logging;
 using ShimV2.GuestAgent.Native;
+using ShimV2.GuestAgent.PortForward;
 using ShimV2.GuestAgent.Service;
 using ShimV2.GuestAgent.Transport;
 using ShimV2.Ttrpc;
@@ -61,7 +62,10 @@ internal static partial class Program
             agent.PrepareGuest();
         }
 
-        var server = new TtrpcServer([agent.Definition()], loggerFactory.CreateLogger("ttrpc"));
+        var portForward = new PortForwardService(loggerFactory.CreateLogger("port-forward"));
+        // Forwarded connections belong to the host connection that opened them.
+        transport.ConnectionEnded += portForward.CloseAll;
+        var server = new TtrpcServer([agent.Definition(), portForward.Definition()], loggerFactory.CreateLogger("ttrpc"));
         using var stop = new CancellationTokenSource();
         var serving = transport.RunAsync(server, stop.Token);
 

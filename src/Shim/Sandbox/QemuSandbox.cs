@@ -4,6 +4,7 @@ using ShimV2.Hypervisor;
 using ShimV2.Netlink;
 using ShimV2.Shim.Native;
 using ShimV2.Shim.Network;
+using ShimV2.Shim.PortForward;
 using ShimV2.Ttrpc;
 
 namespace ShimV2.Shim.Sandbox;
@@ -18,6 +19,7 @@ public sealed partial class QemuSandbox : ISandbox
     private readonly HypervisorConfig _config;
     private readonly PodNetwork? _network;
     private readonly AgentLogForwarder _agentLog;
+    private PodPortForwarder? _portForward;
     private int _stopped;
 
     private QemuSandbox(
@@ -145,7 +147,14 @@ public sealed partial class QemuSandbox : ISandbox
                 await agent.UpdateRoutesAsync(routes, null, boot.Token);
             }
 
-            return new QemuSandbox(request.SandboxId, paths, vm, connection, config, network, agentLog, logger) { HostCgroup = hostCgroup };
+            var sandbox = new QemuSandbox(request.SandboxId, paths, vm, connection, config, network, agentLog, logger) { HostCgroup = hostCgroup };
+            if (request.NetworkNamespace is { } netns)
+            {
+                sandbox._portForward = PodPortForwarder.ForPod(
+                    request.SandboxId, netns, connection, TimeSpan.FromSeconds(config.AgentTimeoutSeconds), loggerFactory.CreateLogger<PodPortForwarder>());
+            }
+
+            return sandbox;
         }
         catch (Exception e)
         {
@@ -223,6 +232,11 @@ public sealed partial class QemuSandbox : ISandbox
         if (Interlocked.Exchange(ref _stopped, 1) == 1)
         {
             return;
+        }
+
+        if (_portForward is not null)
+        {
+            await _portForward.DisposeAsync();
         }
 
         try
