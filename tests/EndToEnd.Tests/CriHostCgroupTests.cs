@@ -24,7 +24,7 @@ public sealed class CriHostCgroupTests(CriContainerdFixture cri, ITestOutputHelp
             using var kubelet = HostCgroups.Create(podCgroup);
             s.Write($"kubelet's pod cgroup {podCgroup} in {string.Join(' ', HostCgroups.Hierarchies())}");
 
-            await using var pod = await CriPod.RunAsync(client, s, "cgroup", podCgroup);
+            await using var pod = await CriPod.RunAsync(client, s, "cgroup", cgroupParent: podCgroup);
             var expected = $"{podCgroup}/{pod.Id}";
             Assert.Equal(expected, SpecCgroupsPath(await pod.StatusAsync(verbose: true)));
 
