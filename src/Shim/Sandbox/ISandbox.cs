@@ -17,6 +17,9 @@ public interface ISandbox : IAsyncDisposable
     /// <summary>Completes when the VM is gone (QEMU exited or was stopped).</summary>
     Task Exited { get; }
 
+    /// <summary>Why the VM exited (QEMU's exit or the guest's shutdown reason), once it has; null before.</summary>
+    string? ExitReason => null;
+
     /// <summary>Freezes / thaws the whole VM (QMP stop/cont).</summary>
     Task PauseVmAsync(CancellationToken cancellationToken);
 

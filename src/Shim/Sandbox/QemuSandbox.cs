@@ -46,6 +46,8 @@ public sealed partial class QemuSandbox : ISandbox
 
     public Task Exited => _vm.Exited;
 
+    public string? ExitReason => _vm.ExitReason;
+
     public Task PauseVmAsync(CancellationToken cancellationToken) => _vm.PauseAsync(cancellationToken);
 
     public Task ResumeVmAsync(CancellationToken cancellationToken) => _vm.ResumeAsync(cancellationToken);
