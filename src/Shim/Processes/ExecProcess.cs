@@ -30,6 +30,11 @@ public sealed class ExecProcess(Container container, string execId, StdioConfig 
 
     protected override async Task StartCoreAsync(CancellationToken cancellationToken)
     {
+        if (Container.Init.State is ProcessStateKind.Stopped or ProcessStateKind.Deleted)
+        {
+            throw Errors.FailedPrecondition($"cannot start {Name}: its container has stopped");
+        }
+
         var sandbox = Environment.Sandbox;
         var exec = await AgentCalls.RunAsync($"start {Name}", () => sandbox.Agent.ExecProcessAsync(
             new Agent.Protocol.V1.ExecProcessRequest

@@ -99,10 +99,9 @@ public sealed partial class InitProcess : ShimProcess
 
             await Exited.WaitAsync(DrainTimeout, cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             cancellationToken.ThrowIfCancellationRequested();
-            if (!Exited.IsCompleted)
-            {
-                ForceExitWithExecs(LostStatus);
-            }
+            // Execs the guest has not reported (one started as the init ended) went with the container: their exits
+            // go out now, or they would follow the delete.
+            ForceExitWithExecs(LostStatus);
 
             if (Io is not null)
             {
@@ -141,7 +140,10 @@ public sealed partial class InitProcess : ShimProcess
     private void ForceExitWithExecs(uint status)
     {
         ForceExecExits(status);
-        TryRecordExit(status, DateTimeOffset.UtcNow);
+        if (!Exited.IsCompleted)
+        {
+            TryRecordExit(status, DateTimeOffset.UtcNow);
+        }
     }
 
     private void ForceExecExits(uint status)
