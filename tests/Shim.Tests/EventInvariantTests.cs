@@ -19,6 +19,7 @@ public sealed class EventInvariantTests
 
     private static readonly EventPublisherOptions FastRetries = new()
     {
+        CallTimeout = TimeSpan.FromSeconds(1),
         FirstRetryDelay = TimeSpan.FromMilliseconds(1),
         MaxRetryDelay = TimeSpan.FromMilliseconds(20),
         GiveUpAfter = TimeSpan.FromHours(1),
@@ -80,8 +81,8 @@ public sealed class EventInvariantTests
 
             containerd.Away = false;
             await world.EndAllAsync();
-            await h.DisposeAsync();
             await publisher.DisposeAsync();
+            await h.DisposeAsync();
             Invariants.Check(containerd.Received, world, seed);
         }
         finally

@@ -22,7 +22,11 @@ internal sealed class FakeContainerdEvents : IAsyncDisposable
         _server = new TtrpcServer(
             [
                 TtrpcServiceDefinition.Create(EventsReflection.Descriptor.Services[0])
-                    .AddUnary<ForwardRequest, Empty>("Forward", (r, c) => Task.FromResult(Forward(r)))
+                    .AddUnary<ForwardRequest, Empty>("Forward", async (r, c) =>
+                    {
+                        await Task.Yield();
+                        return Forward(r);
+                    })
                     .Build(),
             ],
             NullLogger.Instance);
@@ -87,9 +91,19 @@ internal sealed class FakeContainerdEvents : IAsyncDisposable
         }
 
         var message = Decode(request.Envelope.Event);
+        string? snapshot;
+        try
+        {
+            snapshot = Snapshot?.Invoke(request.Envelope.Topic, message);
+        }
+        catch (IOException e)
+        {
+            snapshot = "!" + e.Message;
+        }
+
         lock (_gate)
         {
-            _received.Add((request.Envelope.Topic, message, Snapshot?.Invoke(request.Envelope.Topic, message)));
+            _received.Add((request.Envelope.Topic, message, snapshot));
         }
 
         return new Empty();

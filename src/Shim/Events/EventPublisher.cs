@@ -116,8 +116,10 @@ public sealed partial class EventPublisher : IEventSink, IAsyncDisposable
     {
         if (_client is not null)
         {
-            await _client.DisposeAsync();
+            // Bounded: a half-dead connection must not stall every event behind it.
+            var closing = _client.DisposeAsync().AsTask();
             _client = null;
+            await closing.WaitAsync(_options.CallTimeout).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
     }
 

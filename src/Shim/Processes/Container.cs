@@ -11,6 +11,10 @@ public sealed class Container(string id, string bundle, BundleSpec spec, string 
 
     public string Id { get; } = id;
 
+    /// <summary>Serializes an exec's start with its init's exit: no exec starts once the init's exit is queued,
+    /// and the init's exit goes out after every started exec's.</summary>
+    internal Lock ExitGate { get; } = new();
+
     public string Bundle { get; } = bundle;
 
     public BundleSpec Spec { get; } = spec;

@@ -50,10 +50,20 @@ public sealed class ExecProcess(Container container, string execId, StdioConfig 
             null,
             cancellationToken));
         GuestPid = exec.Pid;
+        lock (Container.ExitGate)
+        {
+            // The init's exit is already out: this exec died with its container, and must not start after it.
+            if (Container.Init.State is ProcessStateKind.Stopped or ProcessStateKind.Deleted)
+            {
+                throw Errors.FailedPrecondition($"cannot start {Name}: its container has stopped");
+            }
+
+            Transition(s => s.Start());
+            Environment.Events.Publish(EventTopics.TaskExecStarted, new TaskExecStarted { ContainerId = ContainerId, ExecId = ExecId, Pid = Pid });
+        }
+
         Io = new StdioForwarder(Stdio, new AgentStdio(sandbox.Agent, ContainerId, ExecId), Environment.Logger, $"{ContainerId}/{ExecId}");
         Io.Start();
-        Transition(s => s.Start());
-        Environment.Events.Publish(EventTopics.TaskExecStarted, new TaskExecStarted { ContainerId = ContainerId, ExecId = ExecId, Pid = Pid });
         _ = WatchExitAsync();
     }
 }

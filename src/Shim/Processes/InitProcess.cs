@@ -134,15 +134,26 @@ public sealed partial class InitProcess : ShimProcess
     {
         var started = Container.Execs.Values.Where(e => e.State != ProcessStateKind.Created).Select(e => e.Exited);
         await Task.WhenAll(started).WaitAsync(DrainTimeout).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-        ForceExecExits(LostStatus);
+    }
+
+    protected override void RecordWatchedExit(uint status, DateTimeOffset exitedAt)
+    {
+        lock (Container.ExitGate)
+        {
+            ForceExecExits(LostStatus);
+            TryRecordExit(status, exitedAt);
+        }
     }
 
     private void ForceExitWithExecs(uint status)
     {
-        ForceExecExits(status);
-        if (!Exited.IsCompleted)
+        lock (Container.ExitGate)
         {
-            TryRecordExit(status, DateTimeOffset.UtcNow);
+            ForceExecExits(status);
+            if (!Exited.IsCompleted)
+            {
+                TryRecordExit(status, DateTimeOffset.UtcNow);
+            }
         }
     }
 

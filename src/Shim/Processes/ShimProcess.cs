@@ -279,8 +279,11 @@ public abstract partial class ShimProcess
 
         await BeforeExitAsync();
         await StartSettled;
-        TryRecordExit(status, exitedAt);
+        RecordWatchedExit(status, exitedAt);
     }
+
+    /// <summary>Records the exit the watcher saw (an init also closes out its execs first).</summary>
+    protected virtual void RecordWatchedExit(uint status, DateTimeOffset exitedAt) => TryRecordExit(status, exitedAt);
 
     protected static Timestamp Now(DateTimeOffset? at) => Timestamp.FromDateTimeOffset(at ?? DateTimeOffset.UtcNow);
 
