@@ -32,10 +32,10 @@ public sealed class AgentDeadlineTests : IAsyncDisposable
         _h.Agent.Hung = true;
 
         var clock = Stopwatch.StartNew();
-        var e = await Assert.ThrowsAsync<AgentDeadlineException>(() => Service.StartAsync(new StartRequest { Id = "c1", ExecId = "e1" }, CancellationToken.None));
+        var e = await Assert.ThrowsAsync<ShimException>(() => Service.StartAsync(new StartRequest { Id = "c1", ExecId = "e1" }, CancellationToken.None));
 
-        Assert.Equal(TtrpcStatusCode.DeadlineExceeded, e.Code);
-        Assert.Equal("guest agent did not answer ExecProcess within 0.3 s: the VM may be hung", e.Message);
+        Assert.Equal(ErrorKind.DeadlineExceeded, e.Kind);
+        Assert.Equal("start exec e1 in container c1: guest agent did not answer ExecProcess within 0.3 s: the VM may be hung", e.Message);
         Assert.InRange(clock.Elapsed, Deadline, TimeSpan.FromSeconds(10));
     }
 
@@ -45,7 +45,9 @@ public sealed class AgentDeadlineTests : IAsyncDisposable
         await StartedAsync("c1");
         _h.Agent.Hung = true;
 
-        await Assert.ThrowsAsync<AgentDeadlineException>(() => Service.KillAsync(new KillRequest { Id = "c1", Signal = 15 }, CancellationToken.None));
+        var e = await Assert.ThrowsAsync<ShimException>(() => Service.KillAsync(new KillRequest { Id = "c1", Signal = 15 }, CancellationToken.None));
+        Assert.Equal(ErrorKind.DeadlineExceeded, e.Kind);
+        Assert.StartsWith("signal 15 to container c1: guest agent did not answer SignalProcess", e.Message, StringComparison.Ordinal);
         Assert.Null(_h.Launcher.Launched[0].TerminatedBecause);
 
         await Service.KillAsync(new KillRequest { Id = "c1", Signal = 9 }, CancellationToken.None);

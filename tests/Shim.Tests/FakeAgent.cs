@@ -40,6 +40,19 @@ internal sealed class FakeAgent(bool serveLogRecords = true)
 
     public ConcurrentQueue<string> Calls { get; } = new();
 
+    /// <summary>As a real guest: an init's end kills the rest of its pid namespace (its execs) first.</summary>
+    public bool InitTakesExecs { get; set; }
+
+    /// <summary>The guest's OOM queue, as the agent fills it when a container's cgroup reports an OOM.</summary>
+    public Channel<string> OomEvents { get; } = Channel.CreateUnbounded<string>();
+
+    /// <summary>An OOM as the guest sees it: queued when it happens, then the process dies of it.</summary>
+    public void Oom(string containerId, uint status = 137)
+    {
+        OomEvents.Writer.TryWrite(containerId);
+        Process(containerId).End(status, oom: true);
+    }
+
     /// <summary>A hung guest: ExecProcess and SignalProcess are taken and never answered.</summary>
     public bool Hung { get; set; }
 
@@ -96,6 +109,8 @@ internal sealed class FakeAgent(bool serveLogRecords = true)
                 var p = Add(r.ContainerId, string.Empty);
                 return Task.FromResult(new CreateContainerResponse { Pid = p.Pid });
             })
+            .AddUnary<GetOomEventRequest, OomEvent>("GetOomEvent", async (r, c) =>
+                new OomEvent { ContainerId = await OomEvents.Reader.ReadAsync(c.CancellationToken) })
             .AddUnary<StartContainerRequest, Empty>("StartContainer", (r, c) =>
             {
                 Calls.Enqueue($"start {r.ContainerId}");
@@ -191,6 +206,20 @@ internal sealed class FakeAgent(bool serveLogRecords = true)
     private GuestProcess Add(string containerId, string execId)
     {
         var p = new GuestProcess(containerId, execId, (uint)Interlocked.Increment(ref _nextPid));
+        if (execId.Length == 0)
+        {
+            p.BeforeEnd = () =>
+            {
+                if (InitTakesExecs)
+                {
+                    foreach (var exec in Processes.Values.Where(e => e.ContainerId == containerId && e.ExecId.Length > 0))
+                    {
+                        exec.End(137);
+                    }
+                }
+            };
+        }
+
         if (!Processes.TryAdd($"{containerId}/{execId}", p))
         {
             throw new TtrpcException(TtrpcStatusCode.AlreadyExists, $"{containerId}/{execId} exists");
@@ -220,9 +249,26 @@ internal sealed class FakeAgent(bool serveLogRecords = true)
 
         public TaskCompletionSource<byte[]> StdinClosed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-        /// <summary>The process writes to stdout and exits: output first, as a real pipe delivers it.</summary>
-        public void End(uint status, string output = "", bool oom = false)
+        private readonly Lock _endLock = new();
+        private bool _ended;
+
+        public Action? BeforeEnd { get; set; }
+
+        /// <summary>The process writes to stdout and exits: output first, as a real pipe delivers it. False when it
+        /// had already ended (nothing written).</summary>
+        public bool End(uint status, string output = "", bool oom = false)
         {
+            lock (_endLock)
+            {
+                if (_ended)
+                {
+                    return false;
+                }
+
+                _ended = true;
+            }
+
+            BeforeEnd?.Invoke();
             if (output.Length > 0)
             {
                 Stdout.Writer.TryWrite(System.Text.Encoding.UTF8.GetBytes(output));
@@ -230,6 +276,7 @@ internal sealed class FakeAgent(bool serveLogRecords = true)
 
             Stdout.Writer.TryComplete();
             Exit.TrySetResult((status, oom));
+            return true;
         }
     }
 }

@@ -40,9 +40,9 @@ public class ProcessStateTests
         {
             next = apply(ProcessState.Of(from));
         }
-        catch (TtrpcException e)
+        catch (ShimException e)
         {
-            Assert.Equal(TtrpcStatusCode.FailedPrecondition, e.Code);
+            Assert.Equal(ErrorKind.FailedPrecondition, e.Kind);
             Assert.Equal($"cannot {operation} task in {from.ToString().ToLowerInvariant()} state", e.Message);
             Assert.DoesNotContain(Kinds, to => ProcessTransitions.IsValid(from, to) && Expected(operation, from, to));
             return;
@@ -65,7 +65,7 @@ public class ProcessStateTests
                     {
                         return o.Operation(ProcessState.Of(from)).Kind == to;
                     }
-                    catch (TtrpcException)
+                    catch (ShimException)
                     {
                         return false;
                     }
@@ -90,7 +90,7 @@ public class ProcessStateTests
         }
         else
         {
-            Assert.Equal(TtrpcStatusCode.NotFound, Assert.Throws<TtrpcException>(check).Code);
+            Assert.Equal(ErrorKind.NotFound, Assert.Throws<ShimException>(check).Kind);
         }
     }
 

@@ -16,12 +16,13 @@ internal sealed class TaskServiceHarness : IAsyncDisposable
 {
     public const int VmPid = 4242;
 
-    private readonly string _dir = Directory.CreateTempSubdirectory("shim-task-").FullName;
+    private readonly string _dir = System.IO.Directory.CreateTempSubdirectory("shim-task-").FullName;
     private readonly TtrpcServer _server;
     private readonly Socket _listener;
     private readonly Task _serving;
 
-    public TaskServiceHarness()
+    /// <param name="events">Where the service publishes; default: <see cref="Events"/>.</param>
+    public TaskServiceHarness(IEventSink? events = null)
     {
         Agent = new FakeAgent();
         _server = new TtrpcServer([Agent.Definition()], NullLogger.Instance);
@@ -35,7 +36,7 @@ internal sealed class TaskServiceHarness : IAsyncDisposable
             new ShimContext { Namespace = "default", ContainerdAddress = "/x", TtrpcAddress = "/x.ttrpc", Id = "c1" },
             Launcher,
             new FakeMounter(),
-            Events,
+            events ?? Events,
             NullLoggerFactory.Instance);
     }
 
@@ -48,9 +49,12 @@ internal sealed class TaskServiceHarness : IAsyncDisposable
     public TaskService Service { get; }
 
     /// <summary>A bundle with a config.json and an empty file as the stdout "FIFO".</summary>
+    /// <summary>The harness's scratch directory (bundles, state, FIFOs stand-ins).</summary>
+    public string ScratchDirectory => _dir;
+
     public (string Bundle, string Stdout) Bundle(string id, string json = """{"process":{"args":["sh"]}}""")
     {
-        var bundle = Directory.CreateDirectory(Path.Combine(_dir, "bundles", id)).FullName;
+        var bundle = System.IO.Directory.CreateDirectory(Path.Combine(_dir, "bundles", id)).FullName;
         File.WriteAllText(Path.Combine(bundle, "config.json"), json);
         var stdout = Path.Combine(bundle, "stdout");
         File.WriteAllBytes(stdout, []);
@@ -69,7 +73,7 @@ internal sealed class TaskServiceHarness : IAsyncDisposable
         await _server.ShutdownAsync();
         _listener.Dispose();
         await _serving.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-        Directory.Delete(_dir, recursive: true);
+        System.IO.Directory.Delete(_dir, recursive: true);
     }
 
     internal sealed class FakeLauncher(string agentSocket, string stateRoot) : ISandboxLauncher

@@ -42,7 +42,7 @@ public sealed class TaskServiceTests : IAsyncDisposable
         Assert.Equal(3u, deleted.ExitStatus);
         Assert.Equal(3u, (await _h.Events.ExpectAsync<TaskDelete>(EventTopics.TaskDelete)).ExitStatus);
         Assert.True(_h.Launcher.Launched[0].Stopped, "the VM must stop with its last container");
-        Assert.Equal(TtrpcStatusCode.NotFound, (await Assert.ThrowsAsync<TtrpcException>(() => Service.StateAsync(new StateRequest { Id = "c1" }))).Code);
+        Assert.Equal(ErrorKind.NotFound, (await Assert.ThrowsAsync<ShimException>(() => Service.StateAsync(new StateRequest { Id = "c1" }))).Kind);
     }
 
     [Fact]
@@ -71,8 +71,8 @@ public sealed class TaskServiceTests : IAsyncDisposable
         var execState = await Service.StateAsync(new StateRequest { Id = "c1", ExecId = "e1" });
         Assert.Equal((Status.Stopped, 5u, "e1"), (execState.Status, execState.ExitStatus, execState.ExecId));
         await Service.DeleteAsync(new DeleteRequest { Id = "c1", ExecId = "e1" }, CancellationToken.None);
-        Assert.Equal(TtrpcStatusCode.NotFound,
-            (await Assert.ThrowsAsync<TtrpcException>(() => Service.StateAsync(new StateRequest { Id = "c1", ExecId = "e1" }))).Code);
+        Assert.Equal(ErrorKind.NotFound,
+            (await Assert.ThrowsAsync<ShimException>(() => Service.StateAsync(new StateRequest { Id = "c1", ExecId = "e1" }))).Kind);
     }
 
     [Fact]
@@ -81,8 +81,8 @@ public sealed class TaskServiceTests : IAsyncDisposable
         await StartedAsync("c1");
         await Service.KillAsync(new KillRequest { Id = "c1", Signal = 15 }, CancellationToken.None);
         Assert.Equal(143u, (await _h.Events.ExpectAsync<TaskExit>(EventTopics.TaskExit)).ExitStatus);
-        var e = await Assert.ThrowsAsync<TtrpcException>(() => Service.KillAsync(new KillRequest { Id = "c1", Signal = 9 }, CancellationToken.None));
-        Assert.Equal(TtrpcStatusCode.NotFound, e.Code);
+        var e = await Assert.ThrowsAsync<ShimException>(() => Service.KillAsync(new KillRequest { Id = "c1", Signal = 9 }, CancellationToken.None));
+        Assert.Equal(ErrorKind.NotFound, e.Kind);
     }
 
     [Fact]
@@ -92,7 +92,7 @@ public sealed class TaskServiceTests : IAsyncDisposable
         await Service.PauseAsync(new PauseRequest { Id = "c1" }, CancellationToken.None);
         await _h.Events.ExpectAsync<TaskPaused>(EventTopics.TaskPaused);
         Assert.Equal(Status.Paused, (await Service.StateAsync(new StateRequest { Id = "c1" })).Status);
-        var again = await Assert.ThrowsAsync<TtrpcException>(() => Service.PauseAsync(new PauseRequest { Id = "c1" }, CancellationToken.None));
+        var again = await Assert.ThrowsAsync<ShimException>(() => Service.PauseAsync(new PauseRequest { Id = "c1" }, CancellationToken.None));
         Assert.Equal("cannot pause task in paused state", again.Message);
 
         await Service.ResumeAsync(new ResumeRequest { Id = "c1" }, CancellationToken.None);
@@ -105,8 +105,8 @@ public sealed class TaskServiceTests : IAsyncDisposable
     public async Task Pause_of_a_created_task_is_refused_like_runc()
     {
         await _h.CreateAsync("c1");
-        var e = await Assert.ThrowsAsync<TtrpcException>(() => Service.PauseAsync(new PauseRequest { Id = "c1" }, CancellationToken.None));
-        Assert.Equal((TtrpcStatusCode.FailedPrecondition, "cannot pause task in created state"), (e.Code, e.Message));
+        var e = await Assert.ThrowsAsync<ShimException>(() => Service.PauseAsync(new PauseRequest { Id = "c1" }, CancellationToken.None));
+        Assert.Equal((ErrorKind.FailedPrecondition, "cannot pause task in created state"), (e.Kind, e.Message));
     }
 
     [Fact]
@@ -127,8 +127,8 @@ public sealed class TaskServiceTests : IAsyncDisposable
     public async Task Checkpoint_is_Unimplemented()
     {
         await StartedAsync("c1");
-        var e = await Assert.ThrowsAsync<TtrpcException>(() => Service.CheckpointAsync(new CheckpointTaskRequest { Id = "c1" }));
-        Assert.Equal(TtrpcStatusCode.Unimplemented, e.Code);
+        var e = await Assert.ThrowsAsync<ShimException>(() => Service.CheckpointAsync(new CheckpointTaskRequest { Id = "c1" }));
+        Assert.Equal(ErrorKind.Unimplemented, e.Kind);
     }
 
     [Fact]
@@ -152,8 +152,8 @@ public sealed class TaskServiceTests : IAsyncDisposable
         await _h.CreateAsync("app", sandboxAnnotation);
         Assert.Single(_h.Launcher.Launched);
 
-        var e = await Assert.ThrowsAsync<TtrpcException>(() => _h.CreateAsync("other", """{"annotations":{"io.kubernetes.cri.sandbox-id":"pod2"}}"""));
-        Assert.Equal(TtrpcStatusCode.FailedPrecondition, e.Code);
+        var e = await Assert.ThrowsAsync<ShimException>(() => _h.CreateAsync("other", """{"annotations":{"io.kubernetes.cri.sandbox-id":"pod2"}}"""));
+        Assert.Equal(ErrorKind.FailedPrecondition, e.Kind);
 
         await Service.DeleteAsync(new DeleteRequest { Id = "app" }, CancellationToken.None);
         Assert.False(_h.Launcher.Launched[0].Stopped, "the VM stays while its sandbox container lives");
@@ -165,8 +165,8 @@ public sealed class TaskServiceTests : IAsyncDisposable
     public async Task A_second_create_of_the_same_id_is_AlreadyExists()
     {
         await _h.CreateAsync("c1");
-        var e = await Assert.ThrowsAsync<TtrpcException>(() => _h.CreateAsync("c1"));
-        Assert.Equal(TtrpcStatusCode.AlreadyExists, e.Code);
+        var e = await Assert.ThrowsAsync<ShimException>(() => _h.CreateAsync("c1"));
+        Assert.Equal(ErrorKind.AlreadyExists, e.Kind);
     }
 
     [Fact]
@@ -202,8 +202,8 @@ public sealed class TaskServiceTests : IAsyncDisposable
     [InlineData("has space")]
     public async Task Invalid_ids_are_refused(string id)
     {
-        var e = await Assert.ThrowsAsync<TtrpcException>(() => Service.CreateAsync(new CreateTaskRequest { Id = id, Bundle = "/nonexistent" }, CancellationToken.None));
-        Assert.Equal(TtrpcStatusCode.InvalidArgument, e.Code);
+        var e = await Assert.ThrowsAsync<ShimException>(() => Service.CreateAsync(new CreateTaskRequest { Id = id, Bundle = "/nonexistent" }, CancellationToken.None));
+        Assert.Equal(ErrorKind.InvalidArgument, e.Kind);
     }
 
     [Fact]

@@ -7,17 +7,33 @@ using ShimV2.Ttrpc;
 
 namespace ShimV2.Shim.Events;
 
+/// <summary>How the publisher holds events while containerd is away.</summary>
+public sealed record EventPublisherOptions
+{
+    /// <summary>Events held at most; more are dropped (and logged) rather than growing without bound.</summary>
+    public int Capacity { get; init; } = 4096;
+
+    public TimeSpan CallTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    public TimeSpan FirstRetryDelay { get; init; } = TimeSpan.FromMilliseconds(100);
+
+    public TimeSpan MaxRetryDelay { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>How long one event is retried (containerd restarting, or away) before it is given up.</summary>
+    public TimeSpan GiveUpAfter { get; init; } = TimeSpan.FromMinutes(5);
+}
+
 /// <summary>
-/// One channel and one forwarder publish every event to containerd, in order, with retries and reconnects
-/// (a lost exit event leaves a container unstoppable).
+/// One bounded queue and one forwarder publish every event to containerd, in order: the head event is retried with
+/// backoff and reconnects until containerd takes it (a restart of minutes is survived), and the rest wait behind
+/// it, so order holds (a lost or reordered exit event leaves a container unstoppable).
 /// </summary>
 public sealed partial class EventPublisher : IEventSink, IAsyncDisposable
 {
     private const string Service = "containerd.services.events.ttrpc.v1.Events";
-    private const int MaxAttempts = 5;
-    private static readonly TimeSpan CallTimeout = TimeSpan.FromSeconds(5);
 
-    private readonly Channel<Envelope> _queue = Channel.CreateUnbounded<Envelope>(new UnboundedChannelOptions { SingleReader = true });
+    private readonly Channel<Envelope> _queue;
+    private readonly EventPublisherOptions _options;
     private readonly string _address;
     private readonly string _namespace;
     private readonly ILogger _logger;
@@ -25,8 +41,11 @@ public sealed partial class EventPublisher : IEventSink, IAsyncDisposable
     private readonly Task _forwarder;
     private TtrpcClient? _client;
 
-    public EventPublisher(string ttrpcAddress, string ns, ILogger logger, Func<string, CancellationToken, Task<TtrpcClient>>? connect = null)
+    public EventPublisher(
+        string ttrpcAddress, string ns, ILogger logger, Func<string, CancellationToken, Task<TtrpcClient>>? connect = null, EventPublisherOptions? options = null)
     {
+        _options = options ?? new EventPublisherOptions();
+        _queue = Channel.CreateBounded<Envelope>(new BoundedChannelOptions(_options.Capacity) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
         _address = ttrpcAddress;
         _namespace = ns;
         _logger = logger;
@@ -64,21 +83,24 @@ public sealed partial class EventPublisher : IEventSink, IAsyncDisposable
     {
         await foreach (var envelope in _queue.Reader.ReadAllAsync())
         {
+            var since = System.Diagnostics.Stopwatch.StartNew();
+            var delay = _options.FirstRetryDelay;
             for (var attempt = 1; ; attempt++)
             {
                 try
                 {
-                    _client ??= await _connect(_address, CancellationToken.None).WaitAsync(CallTimeout);
+                    _client ??= await _connect(_address, CancellationToken.None).WaitAsync(_options.CallTimeout);
                     await _client.CallAsync<ForwardRequest, Empty>(
-                        Service, "Forward", new ForwardRequest { Envelope = envelope }, new TtrpcCallOptions { Timeout = CallTimeout });
+                        Service, "Forward", new ForwardRequest { Envelope = envelope }, new TtrpcCallOptions { Timeout = _options.CallTimeout });
                     LogPublished(_logger, envelope.Topic);
                     break;
                 }
-                catch (Exception e) when (attempt < MaxAttempts)
+                catch (Exception e) when (since.Elapsed < _options.GiveUpAfter)
                 {
                     LogRetry(_logger, envelope.Topic, attempt, e.Message);
                     await ResetClientAsync();
-                    await Task.Delay(TimeSpan.FromMilliseconds(100 * attempt));
+                    await Task.Delay(delay);
+                    delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, _options.MaxRetryDelay.Ticks));
                 }
                 catch (Exception e)
                 {
@@ -94,8 +116,10 @@ public sealed partial class EventPublisher : IEventSink, IAsyncDisposable
     {
         if (_client is not null)
         {
-            await _client.DisposeAsync();
+            // Bounded: a half-dead connection must not stall every event behind it.
+            var closing = _client.DisposeAsync().AsTask();
             _client = null;
+            await closing.WaitAsync(_options.CallTimeout).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
     }
 
@@ -108,6 +132,6 @@ public sealed partial class EventPublisher : IEventSink, IAsyncDisposable
     [LoggerMessage(Level = LogLevel.Error, Message = "event {Topic} lost after retries: {Reason}")]
     private static partial void LogLost(ILogger logger, string topic, string reason);
 
-    [LoggerMessage(Level = LogLevel.Error, Message = "event {Topic} dropped: publisher closed")]
+    [LoggerMessage(Level = LogLevel.Error, Message = "event {Topic} dropped: publisher closed or its queue is full")]
     private static partial void LogDropped(ILogger logger, string topic);
 }

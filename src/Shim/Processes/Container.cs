@@ -4,15 +4,26 @@ using ShimV2.Shim.Bundle;
 namespace ShimV2.Shim.Processes;
 
 /// <summary>A container of the pod: its bundle, init process and execs.</summary>
-public sealed class Container(string id, string bundle, BundleSpec spec, ShimProcess init, string rootfsOnHost)
+public sealed class Container(string id, string bundle, BundleSpec spec, string rootfsOnHost)
 {
+    private int _oomForwarded;
+    private InitProcess? _init;
+
     public string Id { get; } = id;
+
+    /// <summary>Serializes an exec's start with its init's exit: no exec starts once the init's exit is queued,
+    /// and the init's exit goes out after every started exec's.</summary>
+    internal Lock ExitGate { get; } = new();
 
     public string Bundle { get; } = bundle;
 
     public BundleSpec Spec { get; } = spec;
 
-    public ShimProcess Init { get; } = init;
+    public InitProcess Init
+    {
+        get => _init ?? throw new InvalidOperationException($"container {Id} has no init process yet");
+        internal set => _init = value;
+    }
 
     /// <summary>Where the rootfs is mounted on the host, inside the sandbox share.</summary>
     public string RootfsOnHost { get; } = rootfsOnHost;
@@ -20,10 +31,16 @@ public sealed class Container(string id, string bundle, BundleSpec spec, ShimPro
     /// <summary>What this container's limits add to the VM's size (updated by Update).</summary>
     public Sandbox.SandboxSize Needs { get; set; }
 
-    public ConcurrentDictionary<string, ShimProcess> Execs { get; } = new(StringComparer.Ordinal);
+    public ConcurrentDictionary<string, ExecProcess> Execs { get; } = new(StringComparer.Ordinal);
 
     public ShimProcess Process(string execId) =>
         execId.Length == 0 ? Init
         : Execs.TryGetValue(execId, out var exec) ? exec
         : throw Errors.ExecNotFound(Id, execId);
+
+    /// <summary>The agent's OOM queue reported an OOM of this container (TaskOOM was published as it happened).</summary>
+    internal void NoteOomForwarded() => Interlocked.Exchange(ref _oomForwarded, 1);
+
+    /// <summary>An exit said "OOM killed": true when no TaskOOM went out for it yet (the exit must bring one).</summary>
+    internal bool TakeOomForExit() => Interlocked.Exchange(ref _oomForwarded, 0) == 0;
 }

@@ -1,5 +1,3 @@
-using ShimV2.Ttrpc;
-
 namespace ShimV2.Shim.Processes;
 
 public enum ProcessStateKind
@@ -39,6 +37,9 @@ public abstract class ProcessState
     /// <summary>Whether a signal can reach the process; a finished one is NotFound, as runc's shim says.</summary>
     public virtual void CheckKill() => throw Cannot("kill");
 
+    /// <summary>Whether the container's resources can be changed: not once it has stopped.</summary>
+    public virtual void CheckUpdate() => throw Cannot("update");
+
     public static ProcessState Of(ProcessStateKind kind) => kind switch
     {
         ProcessStateKind.Created => Created,
@@ -48,8 +49,8 @@ public abstract class ProcessState
         _ => Deleted,
     };
 
-    protected TtrpcException Cannot(string operation) =>
-        new(TtrpcStatusCode.FailedPrecondition, $"cannot {operation} task in {Kind.ToString().ToLowerInvariant()} state");
+    protected ShimException Cannot(string operation) =>
+        Errors.FailedPrecondition($"cannot {operation} task in {Kind.ToString().ToLowerInvariant()} state");
 
     private sealed class CreatedState : ProcessState
     {
@@ -62,6 +63,10 @@ public abstract class ProcessState
         public override ProcessState Exited() => Stopped;
 
         public override void CheckKill()
+        {
+        }
+
+        public override void CheckUpdate()
         {
         }
     }
@@ -77,6 +82,10 @@ public abstract class ProcessState
         public override void CheckKill()
         {
         }
+
+        public override void CheckUpdate()
+        {
+        }
     }
 
     private sealed class PausedState : ProcessState
@@ -90,6 +99,10 @@ public abstract class ProcessState
         public override void CheckKill()
         {
         }
+
+        public override void CheckUpdate()
+        {
+        }
     }
 
     private sealed class StoppedState : ProcessState
@@ -98,14 +111,14 @@ public abstract class ProcessState
 
         public override ProcessState Delete() => Deleted;
 
-        public override void CheckKill() => throw new TtrpcException(TtrpcStatusCode.NotFound, "process already finished");
+        public override void CheckKill() => throw Errors.NotFound("process already finished");
     }
 
     private sealed class DeletedState : ProcessState
     {
         public override ProcessStateKind Kind => ProcessStateKind.Deleted;
 
-        public override void CheckKill() => throw new TtrpcException(TtrpcStatusCode.NotFound, "process already finished");
+        public override void CheckKill() => throw Errors.NotFound("process already finished");
     }
 }
 

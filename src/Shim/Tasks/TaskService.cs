@@ -25,19 +25,15 @@ public sealed partial class TaskService : IAsyncDisposable
     public const string Version = "0.1.0";
     public const string DefaultConfigPath = "/etc/containerd-shim-csharp/qemu.json";
 
-    private static readonly TimeSpan DrainTimeout = TimeSpan.FromSeconds(10);
-    private const uint SigKill = 9;
-
     private readonly ShimContext _context;
     private readonly ISandboxLauncher _launcher;
     private readonly IRootfsMounter _mounter;
     private readonly IEventSink _events;
-    private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<string, Container> _containers = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _lifecycle = new(1, 1);
     private readonly TaskCompletionSource _shutdown = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private ISandbox? _sandbox;
+    private readonly SandboxSlot _sandbox;
 
     public TaskService(ShimContext context, ISandboxLauncher launcher, IRootfsMounter mounter, IEventSink events, ILoggerFactory loggerFactory)
     {
@@ -45,14 +41,17 @@ public sealed partial class TaskService : IAsyncDisposable
         _launcher = launcher;
         _mounter = mounter;
         _events = events;
-        _loggerFactory = loggerFactory;
         _logger = loggerFactory.CreateLogger<TaskService>();
+        _sandbox = new SandboxSlot(_logger);
     }
 
     /// <summary>Completes when the shim should exit: Shutdown with no container left.</summary>
     public Task ShutdownRequested => _shutdown.Task;
 
     public int ContainerCount => _containers.Count;
+
+    /// <summary>The pod VM's state (none, booting, ready, stopping, dead).</summary>
+    public SandboxState SandboxState => _sandbox.State;
 
     public async Task<CreateTaskResponse> CreateAsync(CreateTaskRequest request, CancellationToken cancellationToken)
     {
@@ -79,22 +78,21 @@ public sealed partial class TaskService : IAsyncDisposable
                 throw Errors.AlreadyExists($"task {request.Id} already exists");
             }
 
-            if (_sandbox is not null && _sandbox.Id != sandboxId)
+            if (_sandbox.Current is { } running && running.Id != sandboxId)
             {
-                throw Errors.FailedPrecondition($"this shim serves sandbox {_sandbox.Id}, not {sandboxId}");
+                throw Errors.FailedPrecondition($"this shim serves sandbox {running.Id}, not {sandboxId}");
             }
 
             var launchedHere = false;
-            if (_sandbox is null)
+            if (_sandbox.State == SandboxState.None)
             {
-                _sandbox = await _launcher.LaunchAsync(
-                    new SandboxLaunchRequest(sandboxId, configPath, spec.Hostname ?? sandboxId, spec.NetworkNamespace, spec.IsSandbox(request.Id) ? spec.CgroupsPath : null),
-                    cancellationToken);
+                await _sandbox.LaunchAsync(() => _launcher.LaunchAsync(
+                    new SandboxLaunchRequest(sandboxId, configPath, spec.Hostname ?? sandboxId, spec.NetworkNamespace, spec.IsSandbox(request.Id) ? spec.CgroupsPath : null), cancellationToken));
                 launchedHere = true;
-                _ = WatchSandboxAsync(_sandbox);
+                _ = ForwardOomEventsAsync(_sandbox.RequireReady("forward OOM events"));
             }
 
-            var sandbox = _sandbox;
+            var sandbox = _sandbox.RequireReady($"create container {request.Id}");
             var rootfs = sandbox.Paths.ContainerRootfs(request.Id);
             try
             {
@@ -112,7 +110,7 @@ public sealed partial class TaskService : IAsyncDisposable
                 var needs = SandboxSize.FromSpec(specJson);
                 await GrowAsync(sandbox, needs, cancellationToken);
                 var stdio = new StdioConfig(request.Stdin, request.Stdout, request.Stderr, request.Terminal);
-                var created = await sandbox.Agent.CreateContainerAsync(
+                var created = await AgentCalls.RunAsync($"create container {request.Id}", () => sandbox.Agent.CreateContainerAsync(
                     new CreateContainerRequest
                     {
                         ContainerId = request.Id,
@@ -124,16 +122,11 @@ public sealed partial class TaskService : IAsyncDisposable
                         Stderr = stdio.HasStderr,
                     },
                     null,
-                    cancellationToken);
+                    cancellationToken));
 
-                var init = new ShimProcess(request.Id, string.Empty, stdio, (uint)sandbox.Pid) { GuestPid = created.Pid };
-                var container = new Container(request.Id, request.Bundle, spec, init, rootfs);
-                container.Needs = needs;
-                init.Io = new StdioForwarder(stdio, new AgentStdio(sandbox.Agent, request.Id, string.Empty), _logger, request.Id);
-                init.Io.Start();
+                var container = new Container(request.Id, request.Bundle, spec, rootfs) { Needs = needs };
+                var init = InitProcess.Attach(container, stdio, (uint)sandbox.Pid, created.Pid, Environment(sandbox));
                 _containers[request.Id] = container;
-                _ = WatchExitAsync(sandbox, container, init);
-
                 _events.Publish(EventTopics.TaskCreate, new TaskCreate
                 {
                     ContainerId = request.Id,
@@ -152,7 +145,7 @@ public sealed partial class TaskService : IAsyncDisposable
                 TryUnmount(rootfs, sandbox.Paths.ContainerShareDirectory(request.Id));
                 if (launchedHere || _containers.IsEmpty)
                 {
-                    await StopSandboxAsync();
+                    await _sandbox.StopAsync();
                 }
 
                 throw;
@@ -166,54 +159,10 @@ public sealed partial class TaskService : IAsyncDisposable
 
     public async Task<StartResponse> StartAsync(StartRequest request, CancellationToken cancellationToken)
     {
-        var container = Get(request.Id);
-        var process = container.Process(request.ExecId);
-        var sandbox = RequireSandbox();
-        process.Check(s => s.Start());
-        try
-        {
-            if (process.IsInit)
-            {
-                await sandbox.Agent.StartContainerAsync(new StartContainerRequest { ContainerId = request.Id }, null, cancellationToken);
-                process.Transition(s => s.Start());
-                _events.Publish(EventTopics.TaskStart, new TaskStart { ContainerId = request.Id, Pid = process.Pid });
-            }
-            else
-            {
-                var exec = await sandbox.Agent.ExecProcessAsync(
-                    new Agent.Protocol.V1.ExecProcessRequest
-                    {
-                        ContainerId = request.Id,
-                        ExecId = request.ExecId,
-                        ProcessJson = ByteString.CopyFrom(process.ExecSpec ?? []),
-                        Terminal = process.Stdio.Terminal,
-                        Stdin = process.Stdio.HasStdin,
-                        Stdout = process.Stdio.HasStdout,
-                        Stderr = process.Stdio.HasStderr,
-                    },
-                    null,
-                    cancellationToken);
-                process.GuestPid = exec.Pid;
-                process.Io = new StdioForwarder(
-                    process.Stdio, new AgentStdio(sandbox.Agent, request.Id, request.ExecId), _logger, $"{request.Id}/{request.ExecId}");
-                process.Io.Start();
-                process.Transition(s => s.Start());
-                _events.Publish(EventTopics.TaskExecStarted, new TaskExecStarted
-                {
-                    ContainerId = request.Id,
-                    ExecId = request.ExecId,
-                    Pid = process.Pid,
-                });
-                _ = WatchExitAsync(sandbox, container, process);
-            }
-        }
-        finally
-        {
-            process.SettleStart();
-        }
+        var process = Get(request.Id).Process(request.ExecId);
+        _sandbox.RequireReady(process.IsInit ? $"start container {request.Id}" : $"start exec {request.ExecId} in container {request.Id}");
 
-        LogStarted(_logger, request.Id, request.ExecId);
-        return new StartResponse { Pid = process.Pid };
+        return new StartResponse { Pid = await process.StartAsync(cancellationToken) };
     }
 
     public Task<StateResponse> StateAsync(StateRequest request)
@@ -254,101 +203,38 @@ public sealed partial class TaskService : IAsyncDisposable
 
     public async Task<Empty> KillAsync(KillRequest request, CancellationToken cancellationToken)
     {
-        var process = Get(request.Id).Process(request.ExecId);
-        var sandbox = RequireSandbox();
-        if (!request.All)
-        {
-            process.Check(s => s.CheckKill());
-        }
-
-        try
-        {
-            await sandbox.Agent.SignalProcessAsync(
-                new SignalProcessRequest { ContainerId = request.Id, ExecId = request.ExecId, Signal = request.Signal, All = request.All },
-                null,
-                cancellationToken);
-        }
-        catch (Agent.Protocol.AgentDeadlineException e) when (request.Signal == SigKill && process.IsInit)
-        {
-            // A guest that does not answer can run nothing: SIGKILL of a container must still end it, and only
-            // the VM's end can. Every process of the pod then exits, reported by its watcher.
-            await sandbox.TerminateVmAsync($"SIGKILL of {request.Id}: {e.Message}");
-        }
-        if (process.State == ProcessStateKind.Created)
-        {
-            process.SettleStart();
-        }
-
-        LogKilled(_logger, request.Id, request.ExecId, request.Signal);
+        await Get(request.Id).Process(request.ExecId).KillAsync(request.Signal, request.All, cancellationToken);
         return new Empty();
     }
 
     public async Task<Containerd.Task.V2.DeleteResponse> DeleteAsync(DeleteRequest request, CancellationToken cancellationToken)
     {
         var container = Get(request.Id);
-        var process = container.Process(request.ExecId);
-        process.Check(s => s.Delete());
-        var sandbox = RequireSandbox();
-        if (!process.IsInit)
+        if (container.Process(request.ExecId) is ExecProcess exec)
         {
-            if (process.Io is not null)
-            {
-                await process.Io.DisposeAsync();
-            }
-
-            process.Transition(s => s.Delete());
-            container.Execs.TryRemove(request.ExecId, out _);
-            return DeleteResponseOf(process);
+            return await exec.DeleteAsync(cancellationToken);
         }
 
         await _lifecycle.WaitAsync(cancellationToken);
         try
         {
-            if (process.State == ProcessStateKind.Created)
+            var response = await container.Init.DeleteAsync(cancellationToken);
+            var sandbox = _sandbox.Current;
+            if (sandbox is not null)
             {
-                process.SettleStart();
+                TryUnmount(container.RootfsOnHost, sandbox.Paths.ContainerShareDirectory(request.Id));
             }
 
-            try
-            {
-                // Removing a never-started container kills its init; its exit is recorded by the watcher.
-                await sandbox.Agent.RemoveContainerAsync(new RemoveContainerRequest { ContainerId = request.Id }, null, cancellationToken);
-            }
-            catch (TtrpcException e) when (e.Code is TtrpcStatusCode.NotFound or TtrpcStatusCode.Unavailable)
-            {
-                LogAgentRemoveFailed(_logger, request.Id, e.Message);
-            }
-
-            await process.Exited.WaitAsync(DrainTimeout, cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-            if (!process.Exited.IsCompleted)
-            {
-                process.RecordExit(128 + 9, DateTimeOffset.UtcNow);
-            }
-
-            if (process.Io is not null)
-            {
-                await process.Io.DisposeAsync();
-            }
-
-            TryUnmount(container.RootfsOnHost, sandbox.Paths.ContainerShareDirectory(request.Id));
-            process.Transition(s => s.Delete());
             _containers.TryRemove(request.Id, out _);
-            _events.Publish(EventTopics.TaskDelete, new TaskDelete
-            {
-                ContainerId = request.Id,
-                Pid = process.Pid,
-                ExitStatus = process.ExitStatus,
-                ExitedAt = Timestamp.FromDateTimeOffset(process.ExitedAt ?? DateTimeOffset.UtcNow),
-            });
             LogDeleted(_logger, request.Id);
 
             // The pod's VM goes with its sandbox container, or with the last container.
-            if (request.Id == sandbox.Id || _containers.IsEmpty)
+            if (request.Id == sandbox?.Id || _containers.IsEmpty)
             {
-                await StopSandboxAsync();
+                await _sandbox.StopAsync();
             }
 
-            return DeleteResponseOf(process);
+            return response;
         }
         finally
         {
@@ -360,13 +246,15 @@ public sealed partial class TaskService : IAsyncDisposable
     {
         var container = Get(request.Id);
         ValidateId(request.ExecId);
+        var sandbox = _sandbox.RequireReady($"exec {request.ExecId} in container {request.Id}");
         if (container.Init.State is not (ProcessStateKind.Running or ProcessStateKind.Paused or ProcessStateKind.Created))
         {
             throw Errors.FailedPrecondition($"cannot exec in a {container.Init.State.ToString().ToLowerInvariant()} task");
         }
 
         var spec = request.Spec?.Value.ToByteArray() ?? throw Errors.InvalidArgument("exec needs a process spec");
-        var exec = new ShimProcess(request.Id, request.ExecId, new StdioConfig(request.Stdin, request.Stdout, request.Stderr, request.Terminal), container.Init.Pid, spec);
+        var stdio = new StdioConfig(request.Stdin, request.Stdout, request.Stderr, request.Terminal);
+        var exec = new ExecProcess(container, request.ExecId, stdio, container.Init.Pid, spec, Environment(sandbox));
         if (!container.Execs.TryAdd(request.ExecId, exec))
         {
             throw Errors.AlreadyExists($"id {request.ExecId}: already exists");
@@ -379,7 +267,9 @@ public sealed partial class TaskService : IAsyncDisposable
     public async Task<PidsResponse> PidsAsync(PidsRequest request, CancellationToken cancellationToken)
     {
         Get(request.Id);
-        var list = await RequireSandbox().Agent.ListProcessesAsync(new ContainerRequest { ContainerId = request.Id }, null, cancellationToken);
+        var doing = $"list the processes of container {request.Id}";
+        var agent = _sandbox.RequireReady(doing).Agent;
+        var list = await AgentCalls.RunAsync(doing, () => agent.ListProcessesAsync(new ContainerRequest { ContainerId = request.Id }, null, cancellationToken));
         var response = new PidsResponse();
         foreach (var p in list.Processes)
         {
@@ -399,45 +289,28 @@ public sealed partial class TaskService : IAsyncDisposable
 
     public async Task<Empty> PauseAsync(PauseRequest request, CancellationToken cancellationToken)
     {
-        var process = Get(request.Id).Init;
-        process.Check(s => s.Pause());
-        await RequireSandbox().Agent.PauseContainerAsync(new ContainerRequest { ContainerId = request.Id }, null, cancellationToken);
-        process.Transition(s => s.Pause());
-        _events.Publish(EventTopics.TaskPaused, new TaskPaused { ContainerId = request.Id });
+        await Get(request.Id).Init.PauseAsync(cancellationToken);
         return new Empty();
     }
 
     public async Task<Empty> ResumeAsync(ResumeRequest request, CancellationToken cancellationToken)
     {
-        var process = Get(request.Id).Init;
-        process.Check(s => s.Resume());
-        await RequireSandbox().Agent.ResumeContainerAsync(new ContainerRequest { ContainerId = request.Id }, null, cancellationToken);
-        process.Transition(s => s.Resume());
-        _events.Publish(EventTopics.TaskResumed, new TaskResumed { ContainerId = request.Id });
+        await Get(request.Id).Init.ResumeAsync(cancellationToken);
         return new Empty();
     }
 
     public async Task<Empty> ResizePtyAsync(ResizePtyRequest request, CancellationToken cancellationToken)
     {
-        var process = Get(request.Id).Process(request.ExecId);
-        if (!process.Stdio.Terminal)
-        {
-            throw Errors.FailedPrecondition($"process {process.EventId} has no terminal");
-        }
-
-        await RequireSandbox().Agent.TtyWinResizeAsync(
-            new TtyWinResizeRequest { ContainerId = request.Id, ExecId = request.ExecId, Rows = request.Height, Cols = request.Width },
-            null,
-            cancellationToken);
+        await Get(request.Id).Process(request.ExecId).ResizePtyAsync(request.Width, request.Height, cancellationToken);
         return new Empty();
     }
 
     public async Task<Empty> CloseIOAsync(CloseIORequest request, CancellationToken cancellationToken)
     {
         var process = Get(request.Id).Process(request.ExecId);
-        if (request.Stdin && process.Io is not null)
+        if (request.Stdin)
         {
-            await process.Io.CloseStdinAsync(cancellationToken);
+            await process.CloseStdinAsync(cancellationToken);
         }
 
         return new Empty();
@@ -447,7 +320,8 @@ public sealed partial class TaskService : IAsyncDisposable
     {
         var container = Get(request.Id);
         var resources = request.Resources?.Value ?? throw Errors.InvalidArgument("update needs resources");
-        var sandbox = RequireSandbox();
+        var sandbox = _sandbox.RequireReady($"update container {request.Id}");
+        container.Init.CheckUpdate();
         var needs = SandboxSize.FromResources(resources.Span);
         if (needs.Vcpus > container.Needs.Vcpus || needs.MemoryMiB > container.Needs.MemoryMiB)
         {
@@ -456,8 +330,7 @@ public sealed partial class TaskService : IAsyncDisposable
             await GrowAsync(sandbox, default, cancellationToken);
         }
 
-        await sandbox.Agent.UpdateContainerAsync(
-            new UpdateContainerRequest { ContainerId = request.Id, ResourcesJson = resources }, null, cancellationToken);
+        await container.Init.UpdateAsync(resources.Memory, cancellationToken);
         return new Empty();
     }
 
@@ -470,17 +343,19 @@ public sealed partial class TaskService : IAsyncDisposable
     public async Task<StatsResponse> StatsAsync(StatsRequest request, CancellationToken cancellationToken)
     {
         Get(request.Id);
-        var stats = await RequireSandbox().Agent.StatsContainerAsync(new ContainerRequest { ContainerId = request.Id }, null, cancellationToken);
+        var doing = $"read the stats of container {request.Id}";
+        var agent = _sandbox.RequireReady(doing).Agent;
+        var stats = await AgentCalls.RunAsync(doing, () => agent.StatsContainerAsync(new ContainerRequest { ContainerId = request.Id }, null, cancellationToken));
         return new StatsResponse { Stats = CgroupMetrics.ToAny(stats) };
     }
 
     /// <summary>Never blocks: containerd calls it while other calls are in flight.</summary>
     public Task<ConnectResponse> ConnectAsync(ConnectRequest request)
     {
-        var sandbox = _sandbox;
+        var sandbox = _sandbox.Current;
         return Task.FromResult(new ConnectResponse
         {
-            ShimPid = (uint)Environment.ProcessId,
+            ShimPid = (uint)System.Environment.ProcessId,
             TaskPid = sandbox is null ? 0u : (uint)sandbox.Pid,
             Version = Version,
         });
@@ -500,71 +375,56 @@ public sealed partial class TaskService : IAsyncDisposable
     /// <summary>Tears everything down: the shim is exiting (SIGTERM, or nobody connected).</summary>
     public async ValueTask DisposeAsync()
     {
-        foreach (var container in _containers.Values)
-        {
-            foreach (var process in container.Execs.Values.Append(container.Init))
-            {
-                if (process.Io is not null)
-                {
-                    await process.Io.DisposeAsync();
-                }
-            }
-
-            TryUnmount(container.RootfsOnHost, Path.GetDirectoryName(container.RootfsOnHost)!);
-        }
-
-        _containers.Clear();
-        await StopSandboxAsync();
-    }
-
-    private async Task WatchExitAsync(ISandbox sandbox, Container container, ShimProcess process)
-    {
-        uint status;
+        // After a Create that is still booting the VM: the boot is bounded, and its VM must go too.
+        await _lifecycle.WaitAsync();
         try
         {
-            var exit = await sandbox.Agent.WaitProcessAsync(
-                new WaitProcessRequest { ContainerId = process.ContainerId, ExecId = process.ExecId }, null, CancellationToken.None);
-            status = exit.ExitStatus;
-            if (exit.OomKilled)
+            foreach (var container in _containers.Values)
             {
-                _events.Publish(EventTopics.TaskOom, new TaskOOM { ContainerId = process.ContainerId });
+                foreach (var process in container.Execs.Values.Cast<ShimProcess>().Append(container.Init))
+                {
+                    if (process.Io is not null)
+                    {
+                        await process.Io.DisposeAsync();
+                    }
+                }
+
+                TryUnmount(container.RootfsOnHost, Path.GetDirectoryName(container.RootfsOnHost)!);
+            }
+
+            _containers.Clear();
+            await _sandbox.StopAsync();
+        }
+        finally
+        {
+            _lifecycle.Release();
+        }
+    }
+
+    /// <summary>
+    /// Forwards the agent's OOM events as they happen (the guest queues one per cgroup OOM), so CRI records
+    /// OOMKilled even when the exit races the event; the exit watcher sends one only if none went out.
+    /// </summary>
+    private async Task ForwardOomEventsAsync(ISandbox sandbox)
+    {
+        try
+        {
+            while (true)
+            {
+                var oom = await sandbox.Agent.GetOomEventAsync(new GetOomEventRequest(), null, CancellationToken.None);
+                if (_containers.TryGetValue(oom.ContainerId, out var container) && container.Init.State is not (ProcessStateKind.Stopped or ProcessStateKind.Deleted))
+                {
+                    container.NoteOomForwarded();
+                    _events.Publish(EventTopics.TaskOom, new TaskOOM { ContainerId = oom.ContainerId });
+                    LogOom(_logger, oom.ContainerId);
+                }
             }
         }
-        catch (Exception e)
+        catch (Exception e) when (e is TtrpcException or ObjectDisposedException or IOException)
         {
-            // The agent is gone (the VM died): the process is gone with it. The channel closes as QEMU exits, a moment
-            // before the exit is reaped: wait for it briefly, so the log says why the VM died (a guest panic's line).
-            await sandbox.Exited.WaitAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-            LogLostProcess(_logger, process.EventId, sandbox.ExitReason is { } why ? $"{e.Message}; the VM exited: {why}" : e.Message);
-            status = 255;
+            // The agent connection ended with the VM.
+            LogOomForwardingEnded(_logger, sandbox.Id, e.Message);
         }
-
-        var exitedAt = DateTimeOffset.UtcNow;
-        if (process.Io is not null)
-        {
-            await process.Io.OutputDrained.WaitAsync(DrainTimeout).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-        }
-
-        if (process.IsInit)
-        {
-            // An init's exit is published only after its execs' exits.
-            var execs = container.Execs.Values.Where(e => e.State != ProcessStateKind.Created).Select(e => e.Exited);
-            await Task.WhenAll(execs).WaitAsync(DrainTimeout).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-        }
-
-        await process.StartSettled;
-        // Queued before RecordExit completes Exited: the init's watcher waits on its execs' Exited, and would
-        // otherwise race this thread to the queue (seen: an init's /tasks/exit before its exec's under kill --all).
-        _events.Publish(EventTopics.TaskExit, new TaskExit
-        {
-            ContainerId = process.ContainerId,
-            Id = process.EventId,
-            Pid = process.Pid,
-            ExitStatus = status,
-            ExitedAt = Timestamp.FromDateTimeOffset(exitedAt),
-        });
-        process.RecordExit(status, exitedAt);
-        LogExited(_logger, process.EventId, status);
     }
 
     /// <summary>Sizes the VM as Kata does: its boot size plus every container's limits (and <paramref name="extra"/>
@@ -587,23 +447,7 @@ public sealed partial class TaskService : IAsyncDisposable
         }
     }
 
-    private async Task WatchSandboxAsync(ISandbox sandbox)
-    {
-        await sandbox.Exited.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-        if (ReferenceEquals(_sandbox, sandbox))
-        {
-            LogVmGone(_logger, sandbox.Id, sandbox.ExitReason ?? "reason unknown");
-        }
-    }
-
-    private async Task StopSandboxAsync()
-    {
-        var sandbox = Interlocked.Exchange(ref _sandbox, null);
-        if (sandbox is not null)
-        {
-            await sandbox.StopAsync(CancellationToken.None);
-        }
-    }
+    private ProcessEnvironment Environment(ISandbox sandbox) => new(sandbox, _events, _logger);
 
     private void TryUnmount(string rootfs, string shareDirectory)
     {
@@ -619,15 +463,6 @@ public sealed partial class TaskService : IAsyncDisposable
     }
 
     private Container Get(string id) => _containers.TryGetValue(id, out var c) ? c : throw Errors.TaskNotFound(id);
-
-    private ISandbox RequireSandbox() => _sandbox ?? throw Errors.FailedPrecondition("the sandbox VM is not running");
-
-    private static Containerd.Task.V2.DeleteResponse DeleteResponseOf(ShimProcess process) => new()
-    {
-        Pid = process.Pid,
-        ExitStatus = process.ExitStatus,
-        ExitedAt = Timestamp.FromDateTimeOffset(process.ExitedAt ?? DateTimeOffset.UtcNow),
-    };
 
     private static Containerd.V1.Types.Status ToStatus(ProcessStateKind state) => state switch
     {
@@ -650,29 +485,17 @@ public sealed partial class TaskService : IAsyncDisposable
     [LoggerMessage(Level = LogLevel.Information, Message = "task {Id} created in sandbox {SandboxId}, guest pid {GuestPid}")]
     private static partial void LogCreated(ILogger logger, string id, string sandboxId, uint guestPid);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "task {Id} exec '{ExecId}' started")]
-    private static partial void LogStarted(ILogger logger, string id, string execId);
-
-    [LoggerMessage(Level = LogLevel.Information, Message = "task {Id} exec '{ExecId}' sent signal {Signal}")]
-    private static partial void LogKilled(ILogger logger, string id, string execId, uint signal);
-
-    [LoggerMessage(Level = LogLevel.Information, Message = "process {Id} exited with status {Status}")]
-    private static partial void LogExited(ILogger logger, string id, uint status);
-
     [LoggerMessage(Level = LogLevel.Information, Message = "task {Id} deleted")]
     private static partial void LogDeleted(ILogger logger, string id);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "lost track of process {Id}: {Reason}")]
-    private static partial void LogLostProcess(ILogger logger, string id, string reason);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "container {Id}: out of memory (TaskOOM published)")]
+    private static partial void LogOom(ILogger logger, string id);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "agent could not remove container {Id}: {Reason}")]
-    private static partial void LogAgentRemoveFailed(ILogger logger, string id, string reason);
+    [LoggerMessage(Level = LogLevel.Debug, Message = "sandbox {SandboxId}: OOM event forwarding ended: {Reason}")]
+    private static partial void LogOomForwardingEnded(ILogger logger, string sandboxId, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "cannot unmount {Path}: {Reason}")]
     private static partial void LogUnmountFailed(ILogger logger, string path, string reason);
-
-    [LoggerMessage(Level = LogLevel.Error, Message = "sandbox {SandboxId}: the VM exited: {Reason}")]
-    private static partial void LogVmGone(ILogger logger, string sandboxId, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId}: could not grow the VM to {Vcpus} vCPUs / {MemoryMiB} MiB: {Reason}")]
     private static partial void LogGrowFailed(ILogger logger, string sandboxId, int vcpus, int memoryMiB, string reason);

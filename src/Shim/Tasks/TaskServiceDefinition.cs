@@ -34,9 +34,10 @@ public static class TaskServiceDefinition
             .AddUnary<ShutdownRequest, Empty>("Shutdown", (r, c) => Guard(() => service.ShutdownAsync(r)))
             .Build();
 
-    /// <summary>Maps the shim's own exceptions to status codes; TtrpcException passes through.</summary>
+    /// <summary>Maps domain errors (kinds) and the shim's other exceptions to status codes, here only.</summary>
     public static TtrpcException? Map(Exception e) => e switch
     {
+        ShimException d => new TtrpcException(Errors.CodeOf(d.Kind), d.Message),
         TtrpcException t => t,
         BundleException => new TtrpcException(TtrpcStatusCode.InvalidArgument, e.Message),
         HypervisorConfigException => new TtrpcException(TtrpcStatusCode.InvalidArgument, e.Message),
