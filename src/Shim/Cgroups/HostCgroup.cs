@@ -263,12 +263,19 @@ public sealed partial class HostCgroup
         }
     }
 
-    /// <summary>mkdir -p; a new cpuset (v1) starts with no CPUs and no memory nodes, and refuses processes until it
-    /// gets its parent's, so each new level copies them as runc does.</summary>
+    /// <summary>mkdir -p; a v1 cpuset with no CPUs or memory nodes refuses processes, so every level from the
+    /// hierarchy's root down that has none (new ones, or a parent made by someone who did not fill it) gets its
+    /// parent's, as runc's cpuset manager does.</summary>
     private static void Create(CgroupMount mount, string directory)
     {
+        Directory.CreateDirectory(directory);
+        if (mount.IsV2 || !mount.Has("cpuset"))
+        {
+            return;
+        }
+
         var levels = new List<string>();
-        for (var d = directory; d.Length > mount.MountPoint.Length && !Directory.Exists(d); d = System.IO.Path.GetDirectoryName(d)!)
+        for (var d = directory; d.Length > mount.MountPoint.Length; d = System.IO.Path.GetDirectoryName(d)!)
         {
             levels.Add(d);
         }
@@ -276,17 +283,13 @@ public sealed partial class HostCgroup
         levels.Reverse();
         foreach (var level in levels)
         {
-            Directory.CreateDirectory(level);
-            if (!mount.IsV2 && mount.Has("cpuset"))
+            var parent = System.IO.Path.GetDirectoryName(level)!;
+            foreach (var file in new[] { "cpuset.cpus", "cpuset.mems" })
             {
-                var parent = System.IO.Path.GetDirectoryName(level)!;
-                foreach (var file in new[] { "cpuset.cpus", "cpuset.mems" })
+                var own = System.IO.Path.Combine(level, file);
+                if (File.Exists(own) && File.ReadAllText(own).Trim().Length == 0)
                 {
-                    var own = System.IO.Path.Combine(level, file);
-                    if (File.Exists(own) && File.ReadAllText(own).Trim().Length == 0)
-                    {
-                        File.WriteAllText(own, File.ReadAllText(System.IO.Path.Combine(parent, file)).Trim());
-                    }
+                    File.WriteAllText(own, File.ReadAllText(System.IO.Path.Combine(parent, file)).Trim());
                 }
             }
         }

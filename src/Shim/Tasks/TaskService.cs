@@ -100,9 +100,11 @@ public sealed partial class TaskService : IAsyncDisposable
                 var (specJson, binds) = SharedMounts.Rewrite(spec.Json, SandboxPaths.GuestContainerDirectory(request.Id));
                 foreach (var bind in binds)
                 {
+                    // ShareRelativePath is ours ("mounts/0-x", "../volumes/<key>-x"): resolved lexically here, so the
+                    // mount guard, which refuses ".." in what it walks, sees the real place in the share.
                     _mounter.Bind(
                         bind.HostSource,
-                        Path.Combine(sandbox.Paths.ContainerShareDirectory(request.Id), bind.ShareRelativePath),
+                        Path.GetFullPath(Path.Combine(sandbox.Paths.ContainerShareDirectory(request.Id), bind.ShareRelativePath)),
                         bind.IsDirectory,
                         bind.ReadOnly);
                 }
