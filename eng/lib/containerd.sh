@@ -134,6 +134,7 @@ _containerd_launch() {
 containerd_restart() {
   [[ -n "${CTRD_DIR:-}" && -f "$CTRD_DIR/launch" ]] || die "containerd_restart: no private containerd in CTRD_DIR=${CTRD_DIR:-}"
   [[ -n "${CTRD_CTR:-}" ]] || CTRD_CTR="$CTRD_DIR/ctr"
+  CTRD_LOG="${CTRD_LOG:-$CTRD_DIR/containerd.log}"
   local containerd path
   { read -r containerd; read -r path; } <"$CTRD_DIR/launch"
   if [[ -n "${CTRD_PID:-}" ]] && kill -0 "$CTRD_PID" 2>/dev/null; then
