@@ -148,8 +148,10 @@ public sealed partial class CriStreamingTests(CriContainerdFixture cri, ITestOut
         await using var attach = await pod.AttachAsync(term, Streams.Stdin | Streams.Stdout | Streams.Tty);
         await attach.ResizeAsync(77, 22);
         await WaitForTtySizeAsync(attach, "22 77");
-        await attach.SendStdinAsync("tty\n");
-        await attach.WaitForOutputAsync("/dev/pts/", CriStreams.Timeout);
+        // The quotes keep the terminal's echo of the typed line from matching. (The init's terminal is the guest's
+        // pty seen through /dev/console, so `tty` names /dev/console where runc's names /dev/pts/0.)
+        await attach.SendStdinAsync("[ -t 0 ] && [ -t 1 ] && echo stdin-and-stdout-are-a-term\"\"inal\n");
+        await attach.WaitForOutputAsync("stdin-and-stdout-are-a-terminal", CriStreams.Timeout);
         Assert.Contains("\r\n", attach.Stdout, StringComparison.Ordinal);
         await attach.CloseAsync();
         Assert.Equal(ContainerState.ContainerRunning, (await pod.ContainerStatusAsync(term)).State);

@@ -17,7 +17,7 @@ public sealed class LeakCycleTests(ContainerdFixture fixture, ITestOutputHelper 
     public Task Create_delete_cycles_through_ctr_leave_nothing_and_execs_leak_no_shim_fd() => Scenario.RunAsync(fixture, output, async s =>
     {
         var c = s.Containerd;
-        var cycles = LeakReport.Cycles("E2E_CYCLES_CTR", 3);
+        var cycles = LeakReport.Cycles("E2E_CYCLES_CTR", 2);
         var execs = LeakReport.Cycles("E2E_CYCLES_EXEC", 10);
         var before = HostCounts.Take(c);
         s.Write($"before: {before}");

@@ -116,8 +116,8 @@ public sealed class TaskServiceTests : IAsyncDisposable
             {"process":{"args":["/pause"]},"annotations":{"io.kubernetes.cri.container-type":"sandbox","io.kubernetes.cri.sandbox-id":"p1"},
              "linux":{"namespaces":[{"type":"pid"},{"type":"ipc"},{"type":"mount"}]}}
             """;
-        var e = await Assert.ThrowsAsync<TtrpcException>(() => _h.CreateAsync("p1", HostNetworkSandbox));
-        Assert.Equal(TtrpcStatusCode.FailedPrecondition, e.Code);
+        var e = await Assert.ThrowsAsync<ShimException>(() => _h.CreateAsync("p1", HostNetworkSandbox));
+        Assert.Equal(ErrorKind.FailedPrecondition, e.Kind);
         Assert.StartsWith("hostNetwork pods are not supported by runtime io.containerd.csharp.v1", e.Message, StringComparison.Ordinal);
         Assert.Empty(_h.Launcher.Launched);
         Assert.Equal(0, Service.ContainerCount);
