@@ -6,6 +6,7 @@ using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using Microsoft.Extensions.Logging;
 using ShimV2.Agent.Protocol.V1;
+using ShimV2.GuestAgent.Service;
 using ShimV2.Ttrpc;
 
 namespace ShimV2.GuestAgent.PortForward;
@@ -49,12 +50,12 @@ internal sealed partial class PortForwardService
     public TtrpcServiceDefinition Definition()
     {
         var b = TtrpcServiceDefinition.Create(AgentReflection.Descriptor.Services.Single(s => s.Name == "PortForward"));
-        Add<WatchListenersRequest, Listeners>(b, "WatchListeners", (r, c) => WatchListenersAsync(r, c.CancellationToken));
-        Add<PortConnectRequest, PortConnectResponse>(b, "Connect", (r, c) => ConnectAsync(r, c.CancellationToken));
-        Add<PortReadRequest, PortReadResponse>(b, "Read", ReadAsync);
-        Add<PortWriteRequest, Empty>(b, "Write", (r, c) => WriteAsync(r, c.CancellationToken));
-        Add<PortConnectionRequest, Empty>(b, "CloseWrite", (r, _) => Task.FromResult(CloseWrite(r)));
-        Add<PortConnectionRequest, Empty>(b, "Close", (r, _) => Task.FromResult(Close(r)));
+        AgentService.AddWithContext<WatchListenersRequest, Listeners>(b, "WatchListeners", (r, c) => WatchListenersAsync(r, c.CancellationToken));
+        AgentService.AddWithContext<PortConnectRequest, PortConnectResponse>(b, "Connect", (r, c) => ConnectAsync(r, c.CancellationToken));
+        AgentService.AddWithContext<PortReadRequest, PortReadResponse>(b, "Read", ReadAsync);
+        AgentService.AddWithContext<PortWriteRequest, Empty>(b, "Write", (r, c) => WriteAsync(r, c.CancellationToken));
+        AgentService.AddWithContext<PortConnectionRequest, Empty>(b, "CloseWrite", (r, _) => Task.FromResult(CloseWrite(r)));
+        AgentService.AddWithContext<PortConnectionRequest, Empty>(b, "Close", (r, _) => Task.FromResult(Close(r)));
         return b.Build();
     }
 
@@ -243,24 +244,6 @@ internal sealed partial class PortForwardService
 
     private Socket Get(ulong id) =>
         _connections.TryGetValue(id, out var socket) ? socket : throw AgentException.NotFound($"no guest connection {id}");
-
-    private static void Add<TRequest, TResponse>(
-        TtrpcServiceDefinition.Builder builder, string method, Func<TRequest, TtrpcCallContext, Task<TResponse>> handler)
-        where TRequest : class, IMessage<TRequest>
-        where TResponse : class, IMessage<TResponse>
-    {
-        builder.AddUnary<TRequest, TResponse>(method, async (request, context) =>
-        {
-            try
-            {
-                return await handler(request, context);
-            }
-            catch (Exception e)
-            {
-                throw AgentException.ToTtrpc(e, context.CancellationToken);
-            }
-        });
-    }
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "port-forward: listening ports (generation {Generation}): {Ports}")]
     private static partial void LogListeners(ILogger logger, ulong generation, PortList ports);

@@ -719,8 +719,8 @@ internal sealed partial class AgentService
         });
     }
 
-    /// <summary><see cref="Add{TRequest, TResponse}"/> for handlers that need the call itself.</summary>
-    private static void AddWithContext<TRequest, TResponse>(
+    /// <summary><see cref="Add{TRequest, TResponse}"/> for handlers that need the call itself (the port-forward service too).</summary>
+    internal static void AddWithContext<TRequest, TResponse>(
         TtrpcServiceDefinition.Builder builder, string method, Func<TRequest, TtrpcCallContext, Task<TResponse>> handler)
         where TRequest : class, IMessage<TRequest>
         where TResponse : class, IMessage<TResponse>
