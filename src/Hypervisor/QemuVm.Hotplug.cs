@@ -181,9 +181,9 @@ public sealed partial class QemuVm
     {
         lock (gate)
         {
-            if (state is not (VmState.Running or VmState.Paused))
+            if (VmStateMachine.Decide(state, VmAction.Hotplug) == VmActionVerdict.Invalid)
             {
-                throw new HypervisorException($"cannot {action} vm {SandboxId}: it is {state}");
+                throw new InvalidVmStateException(SandboxId, VmAction.Hotplug, state, action);
             }
         }
     }

@@ -298,7 +298,7 @@ public sealed partial class QemuVm : IAsyncDisposable
     /// <summary>Pauses the guest's vCPUs (QMP stop). No-op when already paused.</summary>
     public async Task PauseAsync(CancellationToken ct)
     {
-        if (!RequireRunningOr(VmState.Paused, "pause"))
+        if (Require(VmAction.Pause) == VmActionVerdict.AlreadyDone)
         {
             return;
         }
@@ -310,17 +310,9 @@ public sealed partial class QemuVm : IAsyncDisposable
     /// <summary>Resumes the guest's vCPUs (QMP cont). No-op when already running.</summary>
     public async Task ResumeAsync(CancellationToken ct)
     {
-        lock (gate)
+        if (Require(VmAction.Resume) == VmActionVerdict.AlreadyDone)
         {
-            if (state == VmState.Running)
-            {
-                return;
-            }
-
-            if (state != VmState.Paused)
-            {
-                throw new HypervisorException($"cannot resume vm {SandboxId}: it is {state}");
-            }
+            return;
         }
 
         await Qmp.ExecuteAsync(new Cont(), ct);
@@ -368,7 +360,12 @@ public sealed partial class QemuVm : IAsyncDisposable
     private async Task BootAsync(CancellationToken ct)
     {
         var config = spec.Config;
-        Transition(VmState.Starting);
+        lock (gate)
+        {
+            VmStateMachine.Require(state, VmAction.Boot, SandboxId);
+            TransitionLocked(VmState.Starting);
+        }
+
         DeleteRuntimeFiles();
         LogStarting(logger, config.Debug ? LogLevel.Information : LogLevel.Debug, SandboxId, config.QemuPath, commandLineText);
 
@@ -623,21 +620,11 @@ public sealed partial class QemuVm : IAsyncDisposable
         }
     }
 
-    private bool RequireRunningOr(VmState alreadyDone, string action)
+    private VmActionVerdict Require(VmAction action)
     {
         lock (gate)
         {
-            if (state == alreadyDone)
-            {
-                return false;
-            }
-
-            if (state != VmState.Running)
-            {
-                throw new HypervisorException($"cannot {action} vm {SandboxId}: it is {state}");
-            }
-
-            return true;
+            return VmStateMachine.Require(state, action, SandboxId);
         }
     }
 
@@ -661,7 +648,9 @@ public sealed partial class QemuVm : IAsyncDisposable
 
         if (!VmStateMachine.CanTransition(state, to))
         {
-            LogTransitionIgnored(logger, SandboxId, state, to);
+            // Actions were checked before they ran (Require), so only QEMU's own news can land here: its exit
+            // racing a stop, or a STOP event after the guest shut down. The first terminal state stands.
+            LogTransitionIgnored(logger, VmStateMachine.IsTerminal(state) ? LogLevel.Debug : LogLevel.Warning, SandboxId, state, to);
             return;
         }
 
@@ -725,8 +714,8 @@ public sealed partial class QemuVm : IAsyncDisposable
     [LoggerMessage(Level = LogLevel.Debug, Message = "vm {SandboxId}: {From} -> {To}")]
     private static partial void LogTransition(ILogger logger, string sandboxId, VmState from, VmState to);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "vm {SandboxId}: ignored transition {From} -> {To}")]
-    private static partial void LogTransitionIgnored(ILogger logger, string sandboxId, VmState from, VmState to);
+    [LoggerMessage(Message = "vm {SandboxId}: ignored transition {From} -> {To}")]
+    private static partial void LogTransitionIgnored(ILogger logger, LogLevel level, string sandboxId, VmState from, VmState to);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "vm {SandboxId}: quit got no reply: {Reason}")]
     private static partial void LogQuitNoReply(ILogger logger, string sandboxId, string reason);

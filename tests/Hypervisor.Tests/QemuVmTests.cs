@@ -103,8 +103,13 @@ public sealed class QemuVmTests : IDisposable
         await vm.ResumeAsync(timeout.Token);
 
         await vm.StopAsync(TimeSpan.FromSeconds(5), timeout.Token);
-        var e = await Assert.ThrowsAsync<HypervisorException>(() => vm.PauseAsync(timeout.Token));
+        var e = await Assert.ThrowsAsync<InvalidVmStateException>(() => vm.PauseAsync(timeout.Token));
         Assert.Equal($"cannot pause vm {vm.SandboxId}: it is Stopped", e.Message);
+        e = await Assert.ThrowsAsync<InvalidVmStateException>(() => vm.ResumeAsync(timeout.Token));
+        Assert.Equal($"cannot resume vm {vm.SandboxId}: it is Stopped", e.Message);
+        e = await Assert.ThrowsAsync<InvalidVmStateException>(() => vm.HotplugVcpusAsync(1, timeout.Token));
+        Assert.Equal($"cannot add 1 vCPU(s) to vm {vm.SandboxId}: it is Stopped", e.Message);
+        Assert.Equal(VmState.Stopped, vm.State);
     }
 
     [QemuFact]
