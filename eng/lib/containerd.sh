@@ -157,7 +157,7 @@ import_busybox() {
   build_busybox_image "$tarball" "$ref" || die "building the busybox image failed"
   run_quiet "ctr images import $tarball" ctrd images import --all-platforms "$tarball" \
     || die "ctr images import failed"
-  ctrd images ls -q | grep -qxF "$ref" || die "import did not create image $ref (have: $(ctrd images ls -q | tr '\n' ' '))"
+  ctrd images ls -q | grep -xF "$ref" >/dev/null || die "import did not create image $ref (have: $(ctrd images ls -q | tr '\n' ' '))"
 }
 
 # _descendants PID...: prints the given pids and all their descendants.
