@@ -10,9 +10,12 @@
 #      the process whose argv names the container) and, for our runtime, of the pod's QEMU.
 #   4. stdio throughput in MiB/s: `ctr task exec ID cat` with M MiB in and out (host → guest → host), and
 #      `ctr task exec ID head -c M MiB /dev/zero` (stdout only). Each figure includes the exec's own start-up.
+#      The ceiling rows run the same work with its output sent to /dev/null inside the container (`head >/dev/null`,
+#      `head | cat >/dev/null`): what the runtime's stdio forwarding could reach if it cost nothing.
 #
 # usage: eng/bench/run.sh [--no-build] [--runtimes "csharp runc"]
 #   BENCH_N=5 (repetitions of 1-2)   BENCH_MIB=100 (size for 4)   BENCH_TIMEOUT=300 (seconds per ctr command)
+#   BENCH_STDIO_ONLY=1 (only 4: one warm-up run, no timings of 1-2)
 # Runs as root (a private containerd); builds first (eng/build.sh --no-sln) unless --no-build.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/containerd.sh"
@@ -32,6 +35,7 @@ done
 N="${BENCH_N:-5}"
 MIB="${BENCH_MIB:-100}"
 TMO="${BENCH_TIMEOUT:-300}"
+TIMED_RUNS="$N"; [[ -z "${BENCH_STDIO_ONLY:-}" ]] || TIMED_RUNS=0
 (( EUID == 0 )) || die "the benchmark starts a private containerd: run it as root"
 
 if (( do_build )); then "$REPO_ROOT/eng/build.sh" --no-sln; fi
@@ -97,7 +101,7 @@ shim_pid() {
   echo 0
 }
 
-declare -A RUN_MS START_US SHIM_RSS QEMU_RSS CAT_MIBS OUT_MIBS NOTES
+declare -A RUN_MS START_US SHIM_RSS QEMU_RSS CAT_MIBS OUT_MIBS NULL_MIBS PIPE_MIBS NOTES
 head -c "$((MIB * 1024 * 1024))" /dev/urandom >"$work/data"
 want_sum="$(sha256sum <"$work/data" | cut -d' ' -f1)"
 
@@ -108,7 +112,7 @@ for rt in $runtimes; do
     || die "$rt: warm-up ctr run failed: $(cat "$work/err")"
   : >"$work/start-$rt.us"
   times=()
-  for ((i = 1; i <= N; i++)); do
+  for ((i = 1; i <= TIMED_RUNS; i++)); do
     t0=$(now_ms)
     # shellcheck disable=SC2046
     tctr run --rm $(runtime_args "$rt") "$img" "$(uniq_id "$rt")" true </dev/null >/dev/null 2>"$work/err" \
@@ -144,6 +148,14 @@ for rt in $runtimes; do
   [[ "$got" == "$((MIB * 1024 * 1024))" ]] || NOTES[$rt]+="stdout gave $got bytes; "
   OUT_MIBS[$rt]="$(awk -v m="$MIB" -v ms="$ms" 'BEGIN { printf "%.1f", m * 1000 / ms }')"
 
+  t0=$(now_ms)
+  tctr tasks exec --exec-id null "$id" sh -c "head -c $((MIB * 1024 * 1024)) /dev/zero >/dev/null" </dev/null >/dev/null
+  NULL_MIBS[$rt]="$(awk -v m="$MIB" -v ms="$(( $(now_ms) - t0 ))" 'BEGIN { printf "%.1f", m * 1000 / ms }')"
+  t0=$(now_ms)
+  tctr tasks exec --exec-id pipe "$id" sh -c "head -c $((MIB * 1024 * 1024)) /dev/zero | cat >/dev/null" </dev/null >/dev/null
+  PIPE_MIBS[$rt]="$(awk -v m="$MIB" -v ms="$(( $(now_ms) - t0 ))" 'BEGIN { printf "%.1f", m * 1000 / ms }')"
+  log "$rt: cat ${CAT_MIBS[$rt]}, head ${OUT_MIBS[$rt]}, head >/dev/null ${NULL_MIBS[$rt]}, head | cat >/dev/null ${PIPE_MIBS[$rt]} MiB/s"
+
   tctr tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true
   deadline=$(( $(now_ms) + 60000 ))
   until [[ "$(tctr tasks ls | awk -v id="$id" '$1 == id { print $3 }')" == STOPPED ]] || (( $(now_ms) > deadline )); do sleep 0.1; done
@@ -165,6 +177,8 @@ printf '%-40s %14s %14s %10s\n' "shim daemon VmRSS (1 sandbox)" "$(fmt_kib "${SH
 printf '%-40s %14s %14s %10s\n' "QEMU VmRSS (1 sandbox)" "$(fmt_kib "${QEMU_RSS[csharp]:-}")" "-" "-"
 printf '%-40s %14s %14s %10s\n' "exec cat ${MIB} MiB in+out (MiB/s)" "${CAT_MIBS[csharp]:--}" "${CAT_MIBS[runc]:--}" "$(ratio "${CAT_MIBS[csharp]:-}" "${CAT_MIBS[runc]:-}")"
 printf '%-40s %14s %14s %10s\n' "exec stdout ${MIB} MiB (MiB/s)" "${OUT_MIBS[csharp]:--}" "${OUT_MIBS[runc]:--}" "$(ratio "${OUT_MIBS[csharp]:-}" "${OUT_MIBS[runc]:-}")"
+printf '%-40s %14s %14s %10s\n' "ceiling: head >/dev/null (MiB/s)" "${NULL_MIBS[csharp]:--}" "${NULL_MIBS[runc]:--}" "$(ratio "${NULL_MIBS[csharp]:-}" "${NULL_MIBS[runc]:-}")"
+printf '%-40s %14s %14s %10s\n' "ceiling: head | cat >/dev/null (MiB/s)" "${PIPE_MIBS[csharp]:--}" "${PIPE_MIBS[runc]:--}" "$(ratio "${PIPE_MIBS[csharp]:-}" "${PIPE_MIBS[runc]:-}")"
 for rt in $runtimes; do
   if [[ -n "${NOTES[$rt]:-}" ]]; then echo "note ($rt): ${NOTES[$rt]}"; fi
 done
