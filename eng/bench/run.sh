@@ -22,7 +22,7 @@
 #   --markdown FILE  also write the results as Markdown to FILE
 #   --readme         also put them into README.md, between <!-- bench:begin --> and <!-- bench:end -->
 #   BENCH_N=5 (repetitions of 1, 2 and 6)   BENCH_MIB=100 (size for 4)   BENCH_TIMEOUT=300 (seconds per ctr command)
-#   BENCH_DENSITY=0 (pods for 7; 0 skips it)
+#   BENCH_DENSITY=0 (pods for 7; 0 skips it)   BENCH_STDIO_ONLY=1 (one warm-up run, no timings of 1-2, no CRI)
 # Runs as root (private containerds); builds first (eng/build.sh --no-sln) unless --no-build. Installs runsc (Debian's
 # package) when it is asked for and missing.
 set -euo pipefail
@@ -47,6 +47,7 @@ N="${BENCH_N:-5}"
 MIB="${BENCH_MIB:-100}"
 TMO="${BENCH_TIMEOUT:-300}"
 DENSITY="${BENCH_DENSITY:-0}"
+TIMED_RUNS="$N"; [[ -z "${BENCH_STDIO_ONLY:-}" ]] || { TIMED_RUNS=0; do_cri=0; }
 (( EUID == 0 )) || die "the benchmark starts private containerds: run it as root"
 
 if (( do_build )); then "$REPO_ROOT/eng/build.sh" --no-sln; fi
@@ -141,7 +142,7 @@ shim_pid() {
   echo 0
 }
 
-declare -A RUN_MS START_US SHIM_RSS QEMU_RSS POD_PSS CAT_MIBS OUT_MIBS CRI_SB_MS CRI_CT_MS CRI_PSS NOTES PHASE_MS
+declare -A RUN_MS START_US SHIM_RSS QEMU_RSS POD_PSS CAT_MIBS OUT_MIBS CRI_SB_MS CRI_CT_MS CRI_PSS NULL_MIBS PIPE_MIBS NOTES PHASE_MS
 head -c "$((MIB * 1024 * 1024))" /dev/urandom >"$work/data"
 want_sum="$(sha256sum <"$work/data" | cut -d' ' -f1)"
 
@@ -152,7 +153,7 @@ for rt in $runtimes; do
     || die "$rt: warm-up ctr run failed: $(cat "$work/err")"
   : >"$work/start-$(shim_of "$rt").us"
   times=()
-  for ((i = 1; i <= N; i++)); do
+  for ((i = 1; i <= TIMED_RUNS; i++)); do
     t0=$(now_ms)
     # shellcheck disable=SC2046
     tctr run --rm $(runtime_args "$rt") "$img" "$(uniq_id "$rt")" true </dev/null >/dev/null 2>"$work/err" \
@@ -195,6 +196,14 @@ for rt in $runtimes; do
   ms=$(( $(now_ms) - t0 ))
   [[ "$got" == "$((MIB * 1024 * 1024))" ]] || NOTES[$rt]+="stdout gave $got bytes; "
   OUT_MIBS[$rt]="$(awk -v m="$MIB" -v ms="$ms" 'BEGIN { printf "%.1f", m * 1000 / ms }')"
+
+  t0=$(now_ms)
+  tctr tasks exec --exec-id null "$id" sh -c "head -c $((MIB * 1024 * 1024)) /dev/zero >/dev/null" </dev/null >/dev/null
+  NULL_MIBS[$rt]="$(awk -v m="$MIB" -v ms="$(( $(now_ms) - t0 ))" 'BEGIN { printf "%.1f", m * 1000 / ms }')"
+  t0=$(now_ms)
+  tctr tasks exec --exec-id pipe "$id" sh -c "head -c $((MIB * 1024 * 1024)) /dev/zero | cat >/dev/null" </dev/null >/dev/null
+  PIPE_MIBS[$rt]="$(awk -v m="$MIB" -v ms="$(( $(now_ms) - t0 ))" 'BEGIN { printf "%.1f", m * 1000 / ms }')"
+  log "$rt: cat ${CAT_MIBS[$rt]}, head ${OUT_MIBS[$rt]}, head >/dev/null ${NULL_MIBS[$rt]}, head | cat >/dev/null ${PIPE_MIBS[$rt]} MiB/s"
 
   tctr tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true
   deadline=$(( $(now_ms) + 60000 ))
@@ -246,6 +255,8 @@ row "QEMU VmRSS, 1 idle pod" fmt_kib "$(v QEMU_RSS csharp)" "" ""
 row "pod PSS (shim and all under it), ctr" fmt_kib "$(v POD_PSS csharp)" "$(v POD_PSS runc)" "$(v POD_PSS runsc)"
 row "exec \`cat\` ${MIB} MiB in and out (MiB/s)" fmt_n "$(v CAT_MIBS csharp)" "$(v CAT_MIBS runc)" "$(v CAT_MIBS runsc)"
 row "exec \`head -c ${MIB}M\` out (MiB/s)" fmt_n "$(v OUT_MIBS csharp)" "$(v OUT_MIBS runc)" "$(v OUT_MIBS runsc)"
+row "ceiling: \`head >/dev/null\` (MiB/s)" fmt_n "$(v NULL_MIBS csharp)" "$(v NULL_MIBS runc)" "$(v NULL_MIBS runsc)"
+row "ceiling: \`head\` piped to \`cat >/dev/null\` (MiB/s)" fmt_n "$(v PIPE_MIBS csharp)" "$(v PIPE_MIBS runc)" "$(v PIPE_MIBS runsc)"
 if (( do_cri )); then
   row "CRI RunPodSandbox (median of $N)" fmt_ms "$(v CRI_SB_MS csharp)" "$(v CRI_SB_MS runc)" "$(v CRI_SB_MS runsc)"
   row "CRI CreateContainer + StartContainer" fmt_ms "$(v CRI_CT_MS csharp)" "$(v CRI_CT_MS runc)" "$(v CRI_CT_MS runsc)"

@@ -25,7 +25,7 @@ public sealed class EventInvariantTests
         GiveUpAfter = TimeSpan.FromHours(1),
     };
 
-    [Fact(Skip = "seeds 1-21 pass; seed 22 finds an exec exit published before its output was copied (an exec forced out with its init, or ended right after start): to fix before enabling")]
+    [Fact]
     public async Task Random_interleavings_keep_every_event_invariant()
     {
         for (var seed = 1; seed <= Iterations; seed++)

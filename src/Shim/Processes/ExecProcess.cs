@@ -50,20 +50,35 @@ public sealed class ExecProcess(Container container, string execId, StdioConfig 
             null,
             cancellationToken));
         GuestPid = exec.Pid;
-        lock (Container.ExitGate)
-        {
-            // The init's exit is already out: this exec died with its container, and must not start after it.
-            if (Container.Init.State is ProcessStateKind.Stopped or ProcessStateKind.Deleted)
-            {
-                throw Errors.FailedPrecondition($"cannot start {Name}: its container has stopped");
-            }
 
-            Transition(s => s.Start());
-            Environment.Events.Publish(EventTopics.TaskExecStarted, new TaskExecStarted { ContainerId = ContainerId, ExecId = ExecId, Pid = Pid });
+        // The copy runs before the exec counts as started: a running exec always has output an exit can wait for.
+        var io = new StdioForwarder(Stdio, new AgentStdio(sandbox.Agent, ContainerId, ExecId), Environment.Logger, $"{ContainerId}/{ExecId}");
+        io.Start();
+        var started = false;
+        try
+        {
+            lock (Container.ExitGate)
+            {
+                // The init's exit is already out: this exec died with its container, and must not start after it.
+                if (Container.Init.State is ProcessStateKind.Stopped or ProcessStateKind.Deleted)
+                {
+                    throw Errors.FailedPrecondition($"cannot start {Name}: its container has stopped");
+                }
+
+                Io = io;
+                Transition(s => s.Start());
+                Environment.Events.Publish(EventTopics.TaskExecStarted, new TaskExecStarted { ContainerId = ContainerId, ExecId = ExecId, Pid = Pid });
+                started = true;
+            }
+        }
+        finally
+        {
+            if (!started)
+            {
+                await io.DisposeAsync();
+            }
         }
 
-        Io = new StdioForwarder(Stdio, new AgentStdio(sandbox.Agent, ContainerId, ExecId), Environment.Logger, $"{ContainerId}/{ExecId}");
-        Io.Start();
         _ = WatchExitAsync();
     }
 }

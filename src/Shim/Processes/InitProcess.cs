@@ -14,6 +14,9 @@ public sealed partial class InitProcess : ShimProcess
     /// <summary>The exit status containerd is told for a process the shim could not see end (SIGKILL's).</summary>
     public const uint LostStatus = 128 + 9;
 
+    /// <summary>How long Delete, which already waited for the exit, still waits for unreported execs' output.</summary>
+    private static readonly TimeSpan DeleteDrainTimeout = TimeSpan.FromSeconds(2);
+
     private InitProcess(Container container, StdioConfig stdio, uint pid, uint guestPid, ProcessEnvironment environment)
         : base(container, string.Empty, stdio, pid, environment)
     {
@@ -100,8 +103,8 @@ public sealed partial class InitProcess : ShimProcess
             await Exited.WaitAsync(DrainTimeout, cancellationToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             cancellationToken.ThrowIfCancellationRequested();
             // Execs the guest has not reported (one started as the init ended) went with the container: their exits
-            // go out now, or they would follow the delete.
-            ForceExitWithExecs(LostStatus);
+            // go out now, or they would follow the delete. TryRecordExit keeps an exit already recorded.
+            await RecordExitWithExecsAsync(LostStatus, DateTimeOffset.UtcNow, DeleteDrainTimeout);
 
             if (Io is not null)
             {
@@ -136,34 +139,44 @@ public sealed partial class InitProcess : ShimProcess
         await Task.WhenAll(started).WaitAsync(DrainTimeout).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
     }
 
-    protected override void RecordWatchedExit(uint status, DateTimeOffset exitedAt)
-    {
-        lock (Container.ExitGate)
-        {
-            ForceExecExits(LostStatus);
-            TryRecordExit(status, exitedAt);
-        }
-    }
+    protected override Task RecordWatchedExitAsync(uint status, DateTimeOffset exitedAt) =>
+        RecordExitWithExecsAsync(status, exitedAt, DrainTimeout);
 
-    private void ForceExitWithExecs(uint status)
+    /// <summary>
+    /// Records the exits of the execs the guest did not report (they went with the container), then the init's, each
+    /// only after the exec's output was forwarded (bounded: output a hung guest never ends does not hold the exit
+    /// forever). An exec cannot start once the init's exit is recorded (both under the exit gate), so none is missed.
+    /// </summary>
+    private async Task RecordExitWithExecsAsync(uint status, DateTimeOffset exitedAt, TimeSpan drainLimit)
     {
-        lock (Container.ExitGate)
+        var deadline = DateTimeOffset.UtcNow + drainLimit;
+        while (true)
         {
-            ForceExecExits(status);
-            if (!Exited.IsCompleted)
+            Task pending;
+            lock (Container.ExitGate)
             {
-                TryRecordExit(status, DateTimeOffset.UtcNow);
+                var undrained = RunningExecs().Select(e => e.OutputForwarded).Where(t => !t.IsCompleted).ToList();
+                var left = deadline - DateTimeOffset.UtcNow;
+                if (undrained.Count == 0 || left <= TimeSpan.Zero)
+                {
+                    foreach (var exec in RunningExecs())
+                    {
+                        exec.TryRecordExit(LostStatus, DateTimeOffset.UtcNow);
+                    }
+
+                    TryRecordExit(status, exitedAt);
+                    return;
+                }
+
+                pending = Task.WhenAll(undrained).WaitAsync(left);
             }
+
+            await pending.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
     }
 
-    private void ForceExecExits(uint status)
-    {
-        foreach (var exec in Container.Execs.Values.Where(e => e.State is ProcessStateKind.Running or ProcessStateKind.Paused))
-        {
-            exec.TryRecordExit(status, DateTimeOffset.UtcNow);
-        }
-    }
+    private IEnumerable<ExecProcess> RunningExecs() =>
+        Container.Execs.Values.Where(e => e.State is ProcessStateKind.Running or ProcessStateKind.Paused);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "agent could not remove container {Id}: {Reason}")]
     private static partial void LogAgentRemoveFailed(ILogger logger, string id, string reason);

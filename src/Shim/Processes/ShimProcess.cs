@@ -57,6 +57,12 @@ public abstract partial class ShimProcess
 
     public StdioForwarder? Io { get; protected set; }
 
+    /// <summary>
+    /// stdout and stderr fully forwarded to containerd's FIFOs (complete when the process has no output copy): an exit
+    /// is published only after it, as containerd's runc shim waits for its I/O copy before the exit.
+    /// </summary>
+    public Task OutputForwarded => Io?.OutputDrained ?? Task.CompletedTask;
+
     public uint ExitStatus { get; private set; }
 
     public DateTimeOffset? ExitedAt { get; private set; }
@@ -282,11 +288,15 @@ public abstract partial class ShimProcess
 
         await BeforeExitAsync();
         await StartSettled;
-        RecordWatchedExit(status, exitedAt);
+        await RecordWatchedExitAsync(status, exitedAt);
     }
 
-    /// <summary>Records the exit the watcher saw (an init also closes out its execs first).</summary>
-    protected virtual void RecordWatchedExit(uint status, DateTimeOffset exitedAt) => TryRecordExit(status, exitedAt);
+    /// <summary>Records the exit the watcher saw (an init also closes out its execs first, after their output).</summary>
+    protected virtual Task RecordWatchedExitAsync(uint status, DateTimeOffset exitedAt)
+    {
+        TryRecordExit(status, exitedAt);
+        return Task.CompletedTask;
+    }
 
     protected static Timestamp Now(DateTimeOffset? at) => Timestamp.FromDateTimeOffset(at ?? DateTimeOffset.UtcNow);
 
