@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds everything the tests and the demo need:
-#   1. apt packages (eng/lib/deps.sh; apt-get update only when something is missing)
+#   1. apt packages (eng/lib/deps.sh, clang for NativeAOT among them; apt-get update only when something is missing)
 #   2. dotnet build ShimV2.sln -c Release (warnings are errors)
-#   3. dotnet publish of the shim -> artifacts/bin/containerd-shim-csharp-v1
+#   3. dotnet publish of the shim (NativeAOT) -> artifacts/bin/containerd-shim-csharp-v1
 #   4. guest kernel + initrd -> artifacts/guest/{vmlinuz,initrd.img} (guest-agent/image/build.sh; it caches)
 #   5. artifacts/config/qemu.json = hypervisor-configs/qemu.json with absolute kernel/initrd paths
 # Quiet unless something fails (VERBOSE=1 shows everything). Idempotent; fast when nothing changed.
@@ -35,7 +35,7 @@ if (( do_sln )); then
     || die "build failed"
 fi
 
-# Publishing (trim + ReadyToRun) is slow: skip it when no input of the shim changed since the last publish.
+# Publishing (NativeAOT: compile and link, about a minute) is slow: skip it when no input of the shim changed since the last publish.
 shim="$ARTIFACTS/bin/containerd-shim-csharp-v1"
 shim_inputs_hash() {
   find src protos Directory.Build.props Directory.Packages.props global.json -type f \

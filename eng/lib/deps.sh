@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # ensure_deps: installs the Debian packages the build, the tests and the demo need (root, Debian 12).
 # `apt-get update` runs only when something is missing. Source it, then call ensure_deps.
+# clang (compiler driver and linker front end) and zlib1g-dev are what NativeAOT links the shim and the agent with.
 
 if [[ -n "${_SHIMV2_DEPS_SH:-}" ]]; then return 0; fi
 _SHIMV2_DEPS_SH=1
@@ -11,6 +12,7 @@ SHIMV2_APT_PACKAGES=(
   qemu-system-x86 qemu-utils linux-image-amd64 busybox-static
   containerd runc cpio kmod gcc make libc6-dev socat jq procps util-linux iproute2
   containernetworking-plugins
+  clang zlib1g-dev
 )
 
 _pkg_installed() {

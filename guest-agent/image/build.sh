@@ -72,8 +72,9 @@ DEFAULT_ONDEMAND_MODULES=(
 # shellcheck disable=SC2206
 ONDEMAND_MODULES=(${ONDEMAND_MODULES:-${DEFAULT_ONDEMAND_MODULES[*]}})
 
-# What the .NET single-file host needs from glibc/gcc, whatever ldd says.
-BASE_LIBS=(ld-linux-x86-64.so.2 libc.so.6 libm.so.6 libdl.so.2 libpthread.so.0 librt.so.1 libgcc_s.so.1 libstdc++.so.6)
+# The NativeAOT agent links only libc and libm (ldd adds whatever else an ELF we ship needs). libgcc_s is what
+# glibc dlopens to unwind a thread in pthread_exit/pthread_cancel: without it that aborts, and the agent is PID 1.
+BASE_LIBS=(ld-linux-x86-64.so.2 libc.so.6 libm.so.6 libgcc_s.so.1)
 
 umask 022
 export LC_ALL=C
@@ -92,6 +93,9 @@ for p in linux-image-amd64 busybox-static cpio kmod gzip; do
 done
 if ((build_native)); then
 	for p in make gcc libc6-dev; do dpkg_installed "$p" || need+=("$p"); done
+fi
+if ((build_agent)); then # what NativeAOT compiles and links the agent with
+	for p in clang zlib1g-dev; do dpkg_installed "$p" || need+=("$p"); done
 fi
 if ((${#need[@]})); then
 	[[ $EUID -eq 0 ]] || die "missing packages (${need[*]}) and not root"
@@ -191,7 +195,7 @@ hash_file() { printf '%s  %s\n' "$(sha256sum <"$2" | cut -d' ' -f1)" "$1"; }
 	hash_tree guest-agent/image
 	if ((build_agent)); then
 		echo "setting dotnet-sdk=$(cd "$REPO_ROOT" && dotnet --version 2>/dev/null || echo none)"
-		hash_tree guest-agent/src src/Agent.Protocol src/Ttrpc src/Transport protos/agent
+		hash_tree guest-agent/src src/Agent.Protocol src/Ttrpc src/Transport src/Netlink protos/agent
 		for f in "$REPO_ROOT"/Directory.*.props "$REPO_ROOT"/global.json; do
 			if [[ -f $f ]]; then hash_file "repo:${f#"$REPO_ROOT"/}" "$f"; fi
 		done
