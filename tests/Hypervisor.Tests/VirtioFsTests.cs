@@ -240,6 +240,49 @@ public sealed class VirtioFsTests : IDisposable
         }
     }
 
+    [Fact]
+    public async Task The_daemon_is_ready_once_its_socket_exists_and_stop_reaps_it_and_removes_its_files()
+    {
+        var work = Directory.CreateDirectory(Path.Combine(_temp, "vm")).FullName;
+        var socket = Path.Combine(work, "virtiofs.sock");
+        var fake = FakeVirtiofsd("touch \"$sock\"; trap 'exit 0' TERM; while :; do sleep 0.1; done");
+
+        var daemon = await VirtiofsDaemon.StartAsync(
+            new VirtiofsdBinary(fake, VirtiofsdFlavor.Rust), new VirtiofsdArguments(VirtiofsdFlavor.Rust, socket, _temp), work, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, CancellationToken.None);
+        var pid = daemon.Pid;
+        Assert.True(File.Exists(Path.Combine(work, VirtiofsDaemon.IdentityFileName)));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(socket));
+
+        await daemon.StopAsync(TimeSpan.FromSeconds(5));
+
+        Assert.True(daemon.Exited.IsCompleted);
+        Assert.Null(ProcStat.Read(pid));
+        Assert.Empty(Directory.EnumerateFileSystemEntries(work));
+    }
+
+    [Fact]
+    public async Task A_daemon_that_exits_at_start_fails_with_its_last_words_and_leaves_nothing()
+    {
+        var work = Directory.CreateDirectory(Path.Combine(_temp, "vm")).FullName;
+        var fake = FakeVirtiofsd("echo 'virtiofsd: cannot unshare: Operation not permitted' >&2; exit 1");
+
+        var e = await Assert.ThrowsAsync<HypervisorException>(() => VirtiofsDaemon.StartAsync(
+            new VirtiofsdBinary(fake, VirtiofsdFlavor.Rust), new VirtiofsdArguments(VirtiofsdFlavor.Rust, Path.Combine(work, "virtiofs.sock"), _temp), work,
+            Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, CancellationToken.None));
+
+        Assert.Equal("virtiofsd exited at start (exit code 1): virtiofsd: cannot unshare: Operation not permitted", e.Message);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(work));
+    }
+
+    /// <summary>A stand-in virtiofsd: a shell script given the Rust flavor's arguments ($2 is the socket path).</summary>
+    private string FakeVirtiofsd(string body)
+    {
+        var path = Path.Combine(_temp, "fake-virtiofsd");
+        File.WriteAllText(path, $"#!/bin/sh\nsock=\"$2\"\n{body}\n");
+        File.SetUnixFileMode(path, (UnixFileMode)0b111_101_101);
+        return path;
+    }
+
     private static Process Start(string file, params string[] args)
     {
         var info = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardInput = true };
