@@ -78,7 +78,8 @@ internal static class QemuCommandLine
         }
 
         var paths = new VmPaths(spec.WorkDirectory);
-        foreach (var socket in new[] { paths.QmpSocket, paths.AgentSocket, paths.VirtiofsSocket })
+        string[] sockets = spec.Config.SharedFs == "virtio-fs" ? [paths.QmpSocket, paths.AgentSocket, paths.VirtiofsSocket] : [paths.QmpSocket, paths.AgentSocket];
+        foreach (var socket in sockets)
         {
             var length = System.Text.Encoding.UTF8.GetByteCount(socket);
             if (length > MaxSocketPathBytes)
