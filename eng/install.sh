@@ -32,6 +32,8 @@ for f in bin/containerd-shim-csharp-v1 guest/vmlinuz guest/initrd.img; do
   [[ -s "$art/$f" ]] || { echo "install: $art/$f is missing: run eng/build.sh first" >&2; exit 1; }
 done
 command -v jq >/dev/null || { echo "install: jq is not installed (apt-get install jq)" >&2; exit 1; }
+# shellcheck source=lib/virtiofsd.sh
+source "$here/eng/lib/virtiofsd.sh"
 
 bin="$root/usr/local/bin" share="$root/usr/share/csharp-shim" etc="$root/etc/containerd-shim-csharp"
 # Where the config says the guest image is: the final place when staging a package, else where it is installed.
@@ -53,5 +55,14 @@ else
   fi
   chmod 0644 "$tmp"
   mv -f "$tmp" "$etc/qemu.json"
+fi
+# sharedFs virtio-fs needs a virtiofsd on the node (not when staging a package: that is the package's dependency).
+if (( ! staging )); then
+  if ensure_virtiofsd; then
+    echo "install: virtiofsd $(virtiofsd_path) (sharedFs virtio-fs)"
+  elif [[ "$(jq -r .sharedFs "$etc/qemu.json")" == virtio-fs ]]; then
+    echo "install: $etc/qemu.json has sharedFs virtio-fs but no virtiofsd runs here" >&2
+    exit 1
+  fi
 fi
 echo "installed: $bin/containerd-shim-csharp-v1, $share/{vmlinuz,initrd.img}, $etc/qemu.json"

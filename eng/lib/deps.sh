@@ -7,6 +7,8 @@ if [[ -n "${_SHIMV2_DEPS_SH:-}" ]]; then return 0; fi
 _SHIMV2_DEPS_SH=1
 # shellcheck source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+# shellcheck source=virtiofsd.sh
+source "$(dirname "${BASH_SOURCE[0]}")/virtiofsd.sh"
 
 SHIMV2_APT_PACKAGES=(
   qemu-system-x86 qemu-utils linux-image-amd64 busybox-static
@@ -25,7 +27,11 @@ ensure_deps() {
   for p in "${SHIMV2_APT_PACKAGES[@]}"; do
     _pkg_installed "$p" || missing+=("$p")
   done
-  (( ${#missing[@]} == 0 )) && return 0
+  if (( ${#missing[@]} == 0 )); then
+    # The virtio-fs tests and benchmark need a virtiofsd (qemu-system-x86 brings Debian 12's).
+    virtiofsd_path >/dev/null || ensure_virtiofsd || die "no virtiofsd (needed for sharedFs virtio-fs)"
+    return 0
+  fi
   (( EUID == 0 )) || die "missing packages ${missing[*]}; run as root (or install them) first"
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -34,4 +40,5 @@ ensure_deps() {
     apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     "${missing[@]}" || die "apt-get install failed"
   # The Debian package starts a system containerd; we never use it, but leave it alone (we must not touch it).
+  ensure_virtiofsd || die "no virtiofsd (needed for sharedFs virtio-fs)"
 }

@@ -40,8 +40,13 @@ public sealed class HypervisorConfig
     /// <summary>"vsock", "virtio-serial" or "auto" (vsock when /dev/vhost-vsock exists).</summary>
     public string AgentTransport { get; set; } = "auto";
 
-    /// <summary>"virtio-9p" or "none".</summary>
+    /// <summary>How the pod's share (container root filesystems, volumes) reaches the guest: "virtio-9p" (QEMU's own
+    /// 9p server), "virtio-fs" (a virtiofsd per pod, guest RAM in a shared memfd) or "none".</summary>
     public string SharedFs { get; set; } = "virtio-9p";
+
+    /// <summary>The virtiofsd used with sharedFs virtio-fs; empty: the first of <see cref="Virtiofs.VirtiofsdLocator.SearchPaths"/>
+    /// that exists (Debian 13's Rust virtiofsd, then the C one of Debian 12's QEMU 7.2).</summary>
+    public string VirtiofsdPath { get; set; } = "";
 
     public int BootTimeoutSeconds { get; set; } = 60;
 

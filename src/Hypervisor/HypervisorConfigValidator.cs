@@ -11,7 +11,7 @@ public static class HypervisorConfigValidator
 
     public static readonly IReadOnlyList<string> Accelerators = ["kvm", "tcg", "auto"];
     public static readonly IReadOnlyList<string> AgentTransports = ["vsock", "virtio-serial", "auto"];
-    public static readonly IReadOnlyList<string> SharedFsKinds = ["virtio-9p", "none"];
+    public static readonly IReadOnlyList<string> SharedFsKinds = ["virtio-9p", "virtio-fs", "none"];
 
     /// <summary>Checks values and their combinations, not the file system.</summary>
     public static void Validate(HypervisorConfig config)
@@ -65,12 +65,17 @@ public static class HypervisorConfigValidator
             "agentTimeoutSeconds");
         Require(
             config,
+            config.VirtiofsdPath.Length == 0 || Path.IsPathFullyQualified(config.VirtiofsdPath),
+            $"virtiofsdPath must be empty or an absolute path, got \"{config.VirtiofsdPath}\"",
+            "virtiofsdPath");
+        Require(
+            config,
             config.KernelParams.AsSpan().IndexOfAny('\r', '\n') < 0,
             "kernelParams must be one line",
             "kernelParams");
     }
 
-    /// <summary>Checks that qemu is an executable file and that the kernel and initrd exist.</summary>
+    /// <summary>Checks that qemu is an executable file, that the kernel and initrd exist, and, with virtio-fs, virtiofsd.</summary>
     public static void ValidatePaths(HypervisorConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
@@ -92,6 +97,11 @@ public static class HypervisorConfigValidator
         if (!string.IsNullOrEmpty(config.InitrdPath) && !File.Exists(config.InitrdPath))
         {
             throw Error(config, $"initrd not found: {config.InitrdPath}", "initrdPath");
+        }
+
+        if (config.SharedFs == "virtio-fs")
+        {
+            _ = Virtiofs.VirtiofsdLocator.Resolve(config);
         }
     }
 

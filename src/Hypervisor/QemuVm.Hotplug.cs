@@ -104,7 +104,15 @@ public sealed partial class QemuVm
             var serial = Interlocked.Increment(ref hotplugSerial);
             var backend = $"mem{serial}";
             var dimm = $"dimm{serial}";
-            await Qmp.ExecuteAsync(new MemoryBackendRamAdd(backend, size * MiB), ct);
+            if (UsesVirtioFs)
+            {
+                await Qmp.ExecuteAsync(new MemoryBackendMemfdAdd(backend, size * MiB), ct);
+            }
+            else
+            {
+                await Qmp.ExecuteAsync(new MemoryBackendRamAdd(backend, size * MiB), ct);
+            }
+
             try
             {
                 await Qmp.ExecuteAsync(new PcDimmAdd(dimm, backend), ct);

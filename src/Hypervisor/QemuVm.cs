@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using ShimV2.Hypervisor.Qemu;
+using ShimV2.Hypervisor.Virtiofs;
 using ShimV2.Transport;
 
 namespace ShimV2.Hypervisor;
@@ -28,6 +29,7 @@ public sealed partial class QemuVm : IAsyncDisposable
     private readonly CancellationTokenSource killNow = new();
     private readonly bool frozen;
     private QemuProcess? process;
+    private VirtiofsDaemon? virtiofsd;
     private QmpClient? qmp;
     private Task exitMonitor = Task.CompletedTask;
     private Task? stopTask;
@@ -79,6 +81,12 @@ public sealed partial class QemuVm : IAsyncDisposable
     public IReadOnlyList<string> CommandLine { get; }
 
     public QmpClient Qmp => qmp ?? throw new InvalidOperationException("qmp is not connected");
+
+    /// <summary>The share is served by a virtiofsd (sharedFs virtio-fs), so guest RAM is a shared memfd.</summary>
+    public bool UsesVirtioFs => spec.SharedDirectory is not null && spec.Config.SharedFs == "virtio-fs";
+
+    /// <summary>The virtiofsd's pid while it runs (sharedFs virtio-fs); 0 otherwise.</summary>
+    public int VirtiofsdPid => virtiofsd is { Exited.IsCompleted: false } d ? d.Pid : 0;
 
     /// <summary>Completes when the QEMU process has exited and was reaped. Never faults.</summary>
     public Task Exited => exited.Task;
@@ -373,6 +381,14 @@ public sealed partial class QemuVm : IAsyncDisposable
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, timeout.Token);
         try
         {
+            if (UsesVirtioFs)
+            {
+                // Per boot attempt: virtiofsd serves one QEMU connection and leaves when it closes.
+                var binary = VirtiofsdLocator.Resolve(config);
+                virtiofsd = await VirtiofsDaemon.StartAsync(
+                    binary, new VirtiofsdArguments(binary.Flavor, Paths.VirtiofsSocket, spec.SharedDirectory!, config.Debug), spec.WorkDirectory, logger, linked.Token);
+            }
+
             process = QemuProcess.Start(config.QemuPath, CommandLine, spec.WorkDirectory, logger, config.Debug, spec.NetworkNamespace);
             exitMonitor = MonitorExitAsync(process);
             RecordIdentity(process.Pid);
@@ -415,6 +431,7 @@ public sealed partial class QemuVm : IAsyncDisposable
         }
 
         await exitMonitor;
+        await StopVirtiofsdAsync();
         DeleteRuntimeFiles();
         Transition(VmState.Failed);
 
@@ -575,6 +592,7 @@ public sealed partial class QemuVm : IAsyncDisposable
                 await qmp.DisposeAsync();
             }
 
+            await StopVirtiofsdAsync();
             DeleteRuntimeFiles();
             await exitMonitor;
             Transition(VmState.Stopped);
@@ -583,7 +601,18 @@ public sealed partial class QemuVm : IAsyncDisposable
         {
             LogStopFailed(logger, SandboxId, e);
             process?.Kill();
+            await StopVirtiofsdAsync();
             Transition(VmState.Failed);
+        }
+    }
+
+    /// <summary>After QEMU is gone virtiofsd's connection is closed and it leaves by itself; the grace covers that.</summary>
+    private async Task StopVirtiofsdAsync()
+    {
+        var daemon = Interlocked.Exchange(ref virtiofsd, null);
+        if (daemon is not null)
+        {
+            await daemon.StopAsync(TimeSpan.FromSeconds(1));
         }
     }
 

@@ -11,7 +11,8 @@ public sealed class VmSpec
 
     public required HypervisorConfig Config { get; init; }
 
-    /// <summary>A host directory exported to the guest with virtio-9p under <see cref="ShareMountTag"/>; null for none.</summary>
+    /// <summary>A host directory exported to the guest (virtio-9p or virtio-fs, per the config's sharedFs) under
+    /// <see cref="ShareMountTag"/>; null for none.</summary>
     public string? SharedDirectory { get; init; }
 
     public string ShareMountTag { get; init; } = "csharpshare";
@@ -37,6 +38,9 @@ public sealed record VmPaths(string WorkDirectory)
     public string AgentSocket => Path.Combine(WorkDirectory, "agent.sock");
 
     public string ConsoleLog => Path.Combine(WorkDirectory, "console.log");
+
+    /// <summary>virtiofsd's vhost-user socket (sharedFs virtio-fs).</summary>
+    public string VirtiofsSocket => Path.Combine(WorkDirectory, "virtiofs.sock");
 
     public string PidFile => Path.Combine(WorkDirectory, "qemu.pid");
 

@@ -254,6 +254,6 @@ public sealed class CommandLineTests
         var spec = new VmSpec { SandboxId = "sb", WorkDirectory = "/tmp/vm", SharedDirectory = "/tmp", ShareMountTag = tag, Config = new HypervisorConfig() };
 
         var e = Assert.Throws<HypervisorException>(() => QemuCommandLine.ValidateSpec(spec));
-        Assert.StartsWith($"invalid 9p mount tag \"{tag}\"", e.Message, StringComparison.Ordinal);
+        Assert.StartsWith($"invalid share mount tag \"{tag}\"", e.Message, StringComparison.Ordinal);
     }
 }

@@ -101,7 +101,7 @@ public sealed class ConfigLoaderTests : IDisposable
         { "agentTimeoutSeconds", "3601", "agentTimeoutSeconds must be between 1 and 3600, got 3601" },
         { "accelerator", "\"xen\"", "unknown accelerator \"xen\", expected one of: kvm, tcg, auto" },
         { "agentTransport", "\"tcp\"", "unknown agentTransport \"tcp\", expected one of: vsock, virtio-serial, auto" },
-        { "sharedFs", "\"virtiofs\"", "unknown sharedFs \"virtiofs\", expected one of: virtio-9p, none" },
+        { "sharedFs", "\"virtiofs\"", "unknown sharedFs \"virtiofs\", expected one of: virtio-9p, virtio-fs, none" },
         { "machineType", "\"q35,accel=kvm\"", "invalid machine type \"q35,accel=kvm\"" },
         { "machineType", "\"\"", "invalid machine type \"\"" },
         { "kernelParams", "\"a=1\\nb=2\"", "kernelParams must be one line" },

@@ -251,6 +251,36 @@ public sealed class QemuVmTests : IDisposable
         Assert.Equal(new MemoryHotplugResult("dimm3", 128, 512), await vm.HotplugMemoryAsync(128, ct));
     }
 
+    /// <summary>sharedFs virtio-fs with real QEMU: its virtiofsd runs while the VM does (QEMU connected to it at
+    /// start), a hot-plugged DIMM is a shared memfd like the boot RAM, and stop leaves no virtiofsd and no files.</summary>
+    [QemuFact]
+    public async Task A_virtio_fs_vm_runs_with_its_virtiofsd_hot_plugs_shared_memory_and_stops_both()
+    {
+        var image = await GuestImage.GetAsync();
+        var shared = dir.Combine("shared");
+        Directory.CreateDirectory(shared);
+        var spec = Spec(image, config =>
+        {
+            config.SharedFs = "virtio-fs";
+            config.MaxMemoryMiB = 384;
+            config.MemorySlots = 1;
+        }, sharedDirectory: shared);
+
+        await using (var vm = await QemuVm.StartAsync(spec, logs, CancellationToken.None))
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            Assert.True(vm.UsesVirtioFs);
+            Assert.NotEqual(0, vm.VirtiofsdPid);
+            Assert.Contains($"--socket-path={vm.Paths.VirtiofsSocket}", await File.ReadAllTextAsync($"/proc/{vm.VirtiofsdPid}/cmdline"), StringComparison.Ordinal);
+            Assert.Equal(new MemoryHotplugResult("dimm1", 128, 384), await vm.HotplugMemoryAsync(128, timeout.Token));
+            Assert.Equal(new QmpMemorySizeSummary(256L << 20, 128L << 20), await vm.Qmp.ExecuteAsync(new QueryMemorySizeSummary(), timeout.Token));
+            await vm.StopAsync(TimeSpan.FromSeconds(5), CancellationToken.None);
+        }
+
+        AssertNoLeftovers(spec);
+        Assert.DoesNotContain(Directory.EnumerateFileSystemEntries(spec.WorkDirectory), f => !f.EndsWith("console.log", StringComparison.Ordinal));
+    }
+
     [QemuFact]
     public async Task Memory_hotplug_needs_maxMemoryMiB_above_memoryMiB()
     {

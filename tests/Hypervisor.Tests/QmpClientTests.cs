@@ -215,6 +215,10 @@ public sealed class QmpClientTests : IDisposable
             () => Encode(new MemoryBackendRamAdd("mem1", 256L << 20))
         },
         {
+            """{"execute":"object-add","arguments":{"qom-type":"memory-backend-memfd","id":"mem2","size":134217728,"share":true},"id":7}""",
+            () => Encode(new MemoryBackendMemfdAdd("mem2", 128L << 20))
+        },
+        {
             """{"execute":"device_add","arguments":{"driver":"pc-dimm","id":"dimm1","memdev":"mem1"},"id":7}""",
             () => Encode(new PcDimmAdd("dimm1", "mem1"))
         },

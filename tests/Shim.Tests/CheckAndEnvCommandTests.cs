@@ -61,6 +61,38 @@ public sealed class CheckAndEnvCommandTests : IDisposable
         Assert.Single(stdout.Split('\n'), l => l.StartsWith("fail", StringComparison.Ordinal));
     }
 
+    [BuiltConfigFact]
+    public async Task Check_with_virtio_fs_finds_virtiofsd_and_the_vhost_user_fs_device()
+    {
+        var config = WriteConfig(c => c["sharedFs"] = "virtio-fs");
+
+        var (code, stdout, stderr) = await RunAsync("check", "--config", config, "--containerd-address", Path.Combine(_dir, "none.sock"));
+
+        Assert.Equal((0, ""), (code, stderr));
+        Assert.Matches(@"\nok   devices      .*vhost-user-fs-pci", stdout);
+        Assert.Matches(@"\nok   shared-fs    virtio-fs \(in use\): available \(virtiofsd /usr/\S+/virtiofsd, (Qemu|Rust) flavor\)", stdout);
+    }
+
+    [BuiltConfigFact]
+    public async Task Check_with_virtio_fs_and_no_virtiofsd_fails_the_shared_fs_line()
+    {
+        var missing = Path.Combine(_dir, "virtiofsd");
+        var config = WriteConfig(c =>
+        {
+            c["sharedFs"] = "virtio-fs";
+            c["virtiofsdPath"] = missing;
+        });
+
+        var (code, stdout, stderr) = await RunAsync("check", "--config", config, "--containerd-address", Path.Combine(_dir, "none.sock"));
+
+        Assert.Equal((1, ""), (code, stderr));
+        Assert.Contains(
+            $"\nfail shared-fs    sharedFs is virtio-fs but virtiofsd was not found (looked for {missing}; ",
+            stdout,
+            StringComparison.Ordinal);
+        Assert.Single(stdout.Split('\n'), l => l.StartsWith("fail", StringComparison.Ordinal));
+    }
+
     [Fact]
     public async Task Check_with_a_broken_config_says_so_in_one_line_and_still_checks_the_host()
     {

@@ -12,17 +12,26 @@ internal static class QemuCommandLine
         ArgumentNullException.ThrowIfNull(host);
         var config = spec.Config;
         var paths = new VmPaths(spec.WorkDirectory);
+        var virtioFs = spec.SharedDirectory is not null && config.SharedFs == "virtio-fs";
         var fragments = new List<QemuFragment>
         {
             new BaseFragment(spec.SandboxId),
             new SeccompSandboxFragment(),
             new MachineFragment(config.MachineType, host.Accelerator),
             new MemoryFragment(config.MemoryMiB, config.EffectiveMaxMemoryMiB, config.MemorySlots),
+        };
+        if (virtioFs)
+        {
+            fragments.Add(new SharedMemoryFragment(config.MemoryMiB));
+        }
+
+        fragments.AddRange(
+        [
             new SmpFragment(config.VCpus, config.EffectiveMaxVCpus),
             new KernelFragment(config.KernelPath, config.InitrdPath, KernelFragment.Params(config.KernelParams, memoryHotplug: config.EffectiveMaxMemoryMiB > config.MemoryMiB)),
             new SerialConsoleFragment(paths.ConsoleLog),
             new QmpFragment(paths.QmpSocket),
-        };
+        ]);
 
         if (host.Transport == AgentTransportKind.Vsock)
         {
@@ -36,6 +45,10 @@ internal static class QemuCommandLine
         if (spec.SharedDirectory is not null && config.SharedFs == "virtio-9p")
         {
             fragments.Add(new NinePShareFragment(spec.SharedDirectory, spec.ShareMountTag));
+        }
+        else if (virtioFs)
+        {
+            fragments.Add(new VirtioFsShareFragment(paths.VirtiofsSocket, spec.ShareMountTag));
         }
 
         for (var i = 0; i < spec.Nics.Count; i++)
@@ -65,7 +78,8 @@ internal static class QemuCommandLine
         }
 
         var paths = new VmPaths(spec.WorkDirectory);
-        foreach (var socket in new[] { paths.QmpSocket, paths.AgentSocket })
+        string[] sockets = spec.Config.SharedFs == "virtio-fs" ? [paths.QmpSocket, paths.AgentSocket, paths.VirtiofsSocket] : [paths.QmpSocket, paths.AgentSocket];
+        foreach (var socket in sockets)
         {
             var length = System.Text.Encoding.UTF8.GetByteCount(socket);
             if (length > MaxSocketPathBytes)
@@ -107,7 +121,7 @@ internal static class QemuCommandLine
 
             if (string.IsNullOrEmpty(spec.ShareMountTag) || System.Text.Encoding.UTF8.GetByteCount(spec.ShareMountTag) > 31 || spec.ShareMountTag.Any(c => c is ',' or ' ' || char.IsControl(c)))
             {
-                throw new HypervisorException($"invalid 9p mount tag \"{spec.ShareMountTag}\": 1-31 bytes, no commas or spaces");
+                throw new HypervisorException($"invalid share mount tag \"{spec.ShareMountTag}\": 1-31 bytes, no commas or spaces");
             }
         }
     }

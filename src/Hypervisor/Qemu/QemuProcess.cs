@@ -4,7 +4,7 @@ using Microsoft.Extensions.Logging;
 
 namespace ShimV2.Hypervisor.Qemu;
 
-/// <summary>The QEMU child process: started with stdin closed, stdout drained, stderr's last lines kept.</summary>
+/// <summary>The QEMU (or virtiofsd) child process: started with stdin closed, stdout drained, stderr's last lines kept.</summary>
 internal sealed partial class QemuProcess : IDisposable
 {
     public const int StderrTailLines = 20;
@@ -16,8 +16,11 @@ internal sealed partial class QemuProcess : IDisposable
     private readonly Task stderrPump;
     private readonly Task stdoutPump;
 
-    private QemuProcess(Process process, ILogger logger, LogLevel stderrLevel)
+    private readonly string name;
+
+    private QemuProcess(Process process, ILogger logger, LogLevel stderrLevel, string name)
     {
+        this.name = name;
         this.process = process;
         this.logger = logger;
         this.stderrLevel = stderrLevel;
@@ -35,7 +38,8 @@ internal sealed partial class QemuProcess : IDisposable
     public bool HasExited => Exited.IsCompleted;
 
     /// <exception cref="HypervisorException">The executable could not be started.</exception>
-    public static QemuProcess Start(string executable, IReadOnlyList<string> args, string workingDirectory, ILogger logger, bool debug, string? networkNamespace = null)
+    public static QemuProcess Start(
+        string executable, IReadOnlyList<string> args, string workingDirectory, ILogger logger, bool debug, string? networkNamespace = null, string name = "qemu")
     {
         var info = new ProcessStartInfo(executable)
         {
@@ -71,7 +75,7 @@ internal sealed partial class QemuProcess : IDisposable
         catch (Win32Exception e)
         {
             process.Dispose();
-            throw new HypervisorException($"cannot start qemu {executable}: {e.Message}", e);
+            throw new HypervisorException($"cannot start {name} {executable}: {e.Message}", e);
         }
 
         try
@@ -83,7 +87,7 @@ internal sealed partial class QemuProcess : IDisposable
             // Already gone; Exited will say so.
         }
 
-        return new QemuProcess(process, logger, debug ? LogLevel.Information : LogLevel.Debug);
+        return new QemuProcess(process, logger, debug ? LogLevel.Information : LogLevel.Debug, name);
     }
 
     /// <summary>The last stderr lines, oldest first.</summary>
@@ -179,7 +183,7 @@ internal sealed partial class QemuProcess : IDisposable
         {
             while (await process.StandardError.ReadLineAsync() is { } line)
             {
-                LogStderr(logger, stderrLevel, Pid, line);
+                LogStderr(logger, stderrLevel, name, Pid, line);
                 lock (stderrTail)
                 {
                     stderrTail.Enqueue(line);
@@ -196,6 +200,6 @@ internal sealed partial class QemuProcess : IDisposable
         }
     }
 
-    [LoggerMessage(Message = "qemu[{Pid}] stderr: {Line}")]
-    private static partial void LogStderr(ILogger logger, LogLevel level, int pid, string line);
+    [LoggerMessage(Message = "{Name}[{Pid}] stderr: {Line}")]
+    private static partial void LogStderr(ILogger logger, LogLevel level, string name, int pid, string line);
 }

@@ -247,6 +247,26 @@ public sealed record MemoryBackendRamAdd(string Id, long SizeBytes) : QmpCommand
     internal override QmpEmpty ReadResult(JsonElement result) => Empty(result);
 }
 
+/// <summary>object-add of a memory-backend-memfd with share=on: a hot-plugged DIMM's RAM when virtiofsd must reach
+/// guest memory (sharedFs virtio-fs), like the boot RAM.</summary>
+public sealed record MemoryBackendMemfdAdd(string Id, long SizeBytes) : QmpCommand<QmpEmpty>
+{
+    public override string Name => "object-add";
+
+    internal override bool HasArguments => true;
+
+    internal override void WriteArguments(Utf8JsonWriter writer)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        writer.WriteString("qom-type", "memory-backend-memfd");
+        writer.WriteString("id", Id);
+        writer.WriteNumber("size", SizeBytes);
+        writer.WriteBoolean("share", true);
+    }
+
+    internal override QmpEmpty ReadResult(JsonElement result) => Empty(result);
+}
+
 /// <summary>device_add of a pc-dimm backed by the memory backend <paramref name="Memdev"/>; takes a free slot.</summary>
 public sealed record PcDimmAdd(string Id, string Memdev) : QmpCommand<QmpEmpty>
 {

@@ -14,6 +14,7 @@ internal static partial class Libc
     public const ulong MS_REMOUNT = 32;
     public const ulong MS_BIND = 4096;
     public const ulong MS_REC = 16384;
+    public const ulong MS_SHARED = 1 << 20;
 
     public const int MNT_DETACH = 2;
 

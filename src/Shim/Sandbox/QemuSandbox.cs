@@ -68,6 +68,11 @@ public sealed partial class QemuSandbox : ISandbox
         {
             SandboxDisk.CreateDirectories(paths);
             SandboxDisk.EnsureSpace(paths);
+            if (config.SharedFs == "virtio-fs")
+            {
+                SharedMountPoint.Make(paths.SharedDirectory);
+            }
+
             network = ScanNetwork(request, logger);
             hostCgroup = await EnterHostCgroupAsync(request, paths, logger, cancellationToken);
             var spec = new VmSpec
@@ -130,7 +135,7 @@ public sealed partial class QemuSandbox : ISandbox
                     SandboxId = request.SandboxId,
                     Hostname = request.Hostname,
                     ShareMountTag = SandboxPaths.ShareMountTag,
-                    ShareFstype = "9p",
+                    ShareFstype = config.SharedFs == "virtio-fs" ? "virtiofs" : "9p",
                     ShareGuestPath = SandboxPaths.GuestSharePath,
                 },
                 null,

@@ -50,6 +50,10 @@ public static class SandboxCleanup
         }
 
         StopOrphanedQemu(paths);
+        if (!ShimV2.Hypervisor.Virtiofs.VirtiofsOrphans.Stop(paths.VmDirectory, TermGrace, KillDeadline))
+        {
+            throw new IOException($"the virtiofsd of sandbox {paths.SandboxId} is still running {TermGrace + KillDeadline} after SIGTERM and SIGKILL");
+        }
         // Its processes are gone (QEMU confirmed dead, the shim too): no waiting within delete's 5 s.
         if (Cgroups.HostCgroup.RemoveRecordedAsync(QemuSandbox.HostCgroupRecord(paths), TimeSpan.FromSeconds(1)).GetAwaiter().GetResult() is { } failure)
         {

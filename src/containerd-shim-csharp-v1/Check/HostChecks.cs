@@ -8,7 +8,6 @@ namespace ShimV2.Cli.Check;
 internal static class HostChecks
 {
     public const string TunDevice = "/dev/net/tun";
-    public const string VirtiofsdPath = "/usr/lib/qemu/virtiofsd";
 
     /// <summary>Devices every VM uses (virtio-net-pci: every pod with a network).</summary>
     private static readonly string[] AlwaysNeeded = ["virtio-serial-pci", "virtserialport", "virtio-rng-pci", "virtio-net-pci"];
@@ -63,6 +62,10 @@ internal static class HostChecks
         if (config.SharedFs == "virtio-9p")
         {
             needed.Add("virtio-9p-pci");
+        }
+        else if (config.SharedFs == "virtio-fs")
+        {
+            needed.Add("vhost-user-fs-pci");
         }
 
         if (transport == AgentTransportKind.Vsock)
@@ -177,17 +180,36 @@ internal static class HostChecks
     private static CheckItem SharedFs(HypervisorConfig config, IReadOnlySet<string>? devices)
     {
         var ninep = devices?.Contains("virtio-9p-pci") == true;
-        var virtiofs = File.Exists(VirtiofsdPath) && devices?.Contains("vhost-user-fs-pci") == true
-            ? $"virtio-fs available (virtiofsd at {VirtiofsdPath}; not wired into the shim yet)"
-            : $"virtio-fs not available (no {VirtiofsdPath} or no vhost-user-fs-pci)";
-        if (config.SharedFs == "none")
+        var (virtiofsOk, virtiofs) = VirtioFs(config, devices);
+        var ninepText = $"virtio-9p {(ninep ? "available" : "not available (qemu has no virtio-9p-pci)")}";
+        return config.SharedFs switch
         {
-            return CheckItem.Ok("shared-fs", $"sharedFs is none; virtio-9p {(ninep ? "available" : "not available")}; {virtiofs}");
+            "none" => CheckItem.Ok("shared-fs", $"sharedFs is none; {ninepText}; virtio-fs {(virtiofsOk ? virtiofs : "not available")}"),
+            "virtio-fs" => virtiofsOk
+                ? CheckItem.Ok("shared-fs", $"virtio-fs (in use): {virtiofs}; {ninepText}")
+                : CheckItem.Fail("shared-fs", virtiofs),
+            _ => ninep
+                ? CheckItem.Ok("shared-fs", $"virtio-9p (in use); virtio-fs {(virtiofsOk ? virtiofs : "not available")}")
+                : CheckItem.Fail("shared-fs", $"sharedFs is virtio-9p but qemu has no virtio-9p-pci; virtio-fs {(virtiofsOk ? virtiofs : "not available")}"),
+        };
+    }
+
+    /// <summary>Whether virtio-fs can serve pods here: a virtiofsd that runs and QEMU's vhost-user-fs-pci.</summary>
+    private static (bool Ok, string Text) VirtioFs(HypervisorConfig config, IReadOnlySet<string>? devices)
+    {
+        ShimV2.Hypervisor.Virtiofs.VirtiofsdBinary binary;
+        try
+        {
+            binary = ShimV2.Hypervisor.Virtiofs.VirtiofsdLocator.Resolve(config);
+        }
+        catch (HypervisorConfigException e)
+        {
+            return (false, e.Message);
         }
 
-        return ninep
-            ? CheckItem.Ok("shared-fs", $"virtio-9p (in use); {virtiofs}")
-            : CheckItem.Fail("shared-fs", $"sharedFs is virtio-9p but qemu has no virtio-9p-pci; {virtiofs}");
+        return devices?.Contains("vhost-user-fs-pci") == true
+            ? (true, $"available (virtiofsd {binary.Path}, {binary.Flavor} flavor)")
+            : (false, $"sharedFs is virtio-fs but qemu has no vhost-user-fs-pci (virtiofsd {binary.Path} is there)");
     }
 
     private static async Task<CheckItem> ContainerdAsync(string socket, CancellationToken ct)
