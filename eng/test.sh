@@ -20,6 +20,8 @@ if (( $# > 0 )); then other_containerds="${E2E_OTHER_CONTAINERDS-}"; else other_
 
 # The guest agent's VM tests boot the image eng/build.sh made (they default to artifacts/guest-image).
 export CSHARP_GUEST_IMAGE="${CSHARP_GUEST_IMAGE:-$ARTIFACTS/guest}"
+# The shim's binary tests run the NativeAOT executable operators install, not the build's apphost.
+export CSHARP_SHIM_BINARY="${CSHARP_SHIM_BINARY:-$ARTIFACTS/bin/containerd-shim-csharp-v1}"
 
 results="$ARTIFACTS/test-results"
 rm -rf "$results"; mkdir -p "$results"

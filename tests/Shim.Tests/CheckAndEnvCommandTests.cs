@@ -10,9 +10,7 @@ namespace ShimV2.Shim.Tests;
 /// </summary>
 public sealed class CheckAndEnvCommandTests : IDisposable
 {
-    private static readonly string Binary = Path.Combine(
-        AppContext.BaseDirectory, "..", "..", "..", "..", "..", "src", "containerd-shim-csharp-v1", "bin",
-        Path.GetFileName(Path.GetDirectoryName(Path.TrimEndingDirectorySeparator(AppContext.BaseDirectory)))!, "net10.0", "linux-x64", "containerd-shim-csharp-v1");
+    private static readonly string Binary = ShimBinary.Path;
 
     private static readonly string[] Items =
         ["config", "qemu", "devices", "kernel", "initrd", "accelerator", "vhost-vsock", "tun", "cgroups", "shared-fs", "containerd"];

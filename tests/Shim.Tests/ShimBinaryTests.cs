@@ -11,10 +11,7 @@ namespace ShimV2.Shim.Tests;
 /// </summary>
 public sealed class ShimBinaryTests : IDisposable
 {
-    // CSHARP_SHIM_BINARY runs these against another build of the shim, e.g. the NativeAOT one in artifacts/bin.
-    private static readonly string Binary = Environment.GetEnvironmentVariable("CSHARP_SHIM_BINARY") is { Length: > 0 } shim ? shim : Path.Combine(
-        AppContext.BaseDirectory, "..", "..", "..", "..", "..", "src", "containerd-shim-csharp-v1", "bin",
-        Path.GetFileName(Path.GetDirectoryName(Path.TrimEndingDirectorySeparator(AppContext.BaseDirectory)))!, "net10.0", "linux-x64", "containerd-shim-csharp-v1");
+    private static readonly string Binary = ShimBinary.Path;
 
     private readonly string _dir = Directory.CreateTempSubdirectory("shim-bin-").FullName;
     private readonly List<int> _daemons = [];
