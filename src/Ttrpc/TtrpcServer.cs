@@ -61,7 +61,12 @@ public sealed class TtrpcServer : IAsyncDisposable
     /// <paramref name="cancellationToken"/> is cancelled, on shutdown, or when the listener is closed; connections
     /// already accepted go on until they close or <see cref="ShutdownAsync"/>. The listener is not closed.
     /// </summary>
-    public async Task ServeAsync(Socket listener, CancellationToken cancellationToken = default)
+    public async Task ServeAsync(Socket listener, CancellationToken cancellationToken = default) =>
+        await ServeAsync(listener, admit: null, cancellationToken);
+
+    /// <summary>As <see cref="ServeAsync(Socket, CancellationToken)"/>; a connection <paramref name="admit"/> refuses
+    /// is closed at once, before a byte is read from it.</summary>
+    public async Task ServeAsync(Socket listener, Func<Socket, bool>? admit, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(listener);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stopAccepting.Token);
@@ -106,6 +111,12 @@ public sealed class TtrpcServer : IAsyncDisposable
             }
 
             backoff = TimeSpan.Zero;
+            if (admit is not null && !admit(socket))
+            {
+                socket.Dispose();
+                continue;
+            }
+
             _ = ServeConnectionAsync(new NetworkStream(socket, ownsSocket: true), CancellationToken.None);
         }
     }

@@ -165,11 +165,11 @@ public sealed class Harness : IAsyncDisposable
     }
 
     /// <summary>Serves a listening unix socket, as the shim does; the harness closes it at the end.</summary>
-    public (UnixListener Listener, Task Serving) Listen()
+    public (UnixListener Listener, Task Serving) Listen(Func<Socket, bool>? admit = null)
     {
         var listener = new UnixListener();
         _listeners.Add(listener);
-        var serving = Server.ServeAsync(listener.Socket);
+        var serving = Server.ServeAsync(listener.Socket, admit);
         _served.Add(serving);
         return (listener, serving);
     }

@@ -396,6 +396,21 @@ public sealed class ServerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_connection_the_admission_check_refuses_is_closed_unanswered_and_the_next_one_is_served()
+    {
+        await using var harness = Harness.Create(output);
+        var admitted = 0;
+        var (listener, serving) = harness.Listen(_ => Interlocked.Increment(ref admitted) > 1);
+
+        await using var refused = new RawPeer(new System.Net.Sockets.NetworkStream(await UnixListener.ConnectAsync(listener.Path), ownsSocket: true));
+        Assert.True(await refused.ClosedAsync());
+
+        await using var client = await TtrpcClient.ConnectUnixAsync(listener.Path, harness.Logger);
+        Assert.Equal("admitted", await EchoAsync(client, "admitted"));
+        Assert.False(serving.IsCompleted);
+    }
+
+    [Fact]
     public async Task Cancelling_ServeConnectionAsync_closes_that_connection()
     {
         await using var harness = Harness.Create(output);

@@ -1,3 +1,4 @@
+using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using ShimV2.GuestAgent.Native;
@@ -217,12 +218,37 @@ internal sealed partial class AgentTransport
         server.ConnectionClosed += closed;
         try
         {
-            await server.ServeAsync(listener, stop);
+            await server.ServeAsync(listener, AdmitHost, stop);
         }
         finally
         {
             server.ConnectionClosed -= closed;
         }
+    }
+
+    /// <summary>vsock is not namespaced: a container process could reach the agent's port through vsock_loopback
+    /// (CID 1) or the guest's own CID. Only the host (CID 2) may talk to the agent.</summary>
+    internal static bool IsHost(EndPoint? peer) => peer is VsockEndPoint { Cid: VsockEndPoint.HostCid };
+
+    private bool AdmitHost(Socket socket)
+    {
+        EndPoint? peer = null;
+        try
+        {
+            peer = socket.RemoteEndPoint;
+        }
+        catch (SocketException)
+        {
+            // Gone already: refused below.
+        }
+
+        if (IsHost(peer))
+        {
+            return true;
+        }
+
+        LogRefusedPeer(_logger, peer?.ToString() ?? "an unknown peer");
+        return false;
     }
 
     internal static string Uptime()
@@ -251,6 +277,9 @@ internal sealed partial class AgentTransport
 
     [LoggerMessage(Level = LogLevel.Information, Message = "host connection on {Transport} ended")]
     private static partial void LogConnectionEnded(ILogger logger, string transport);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "refused an agent connection from {Peer}: only the host may connect")]
+    private static partial void LogRefusedPeer(ILogger logger, string peer);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "cannot open {Path}: {Reason}")]
     private static partial void LogPortOpenFailed(ILogger logger, string path, string reason);
