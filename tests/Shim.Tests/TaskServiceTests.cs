@@ -86,6 +86,17 @@ public sealed class TaskServiceTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Kill_that_meets_the_pods_vm_going_away_is_NotFound_as_for_a_finished_process()
+    {
+        await StartedAsync("c1");
+        await _h.Launcher.Launched[0].StopAsync(CancellationToken.None);
+
+        var e = await Assert.ThrowsAsync<ShimException>(() => Service.KillAsync(new KillRequest { Id = "c1", Signal = 9 }, CancellationToken.None));
+        Assert.Equal(ErrorKind.NotFound, e.Kind);
+        Assert.StartsWith("signal 9 to container c1: the pod's VM is stopping (", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Pause_and_resume_change_state_and_publish_events()
     {
         await StartedAsync("c1");

@@ -137,6 +137,12 @@ public abstract partial class ShimProcess
                 // the VM's end can. Every process of the pod then exits, reported by its watcher.
                 await Environment.Sandbox.TerminateVmAsync($"SIGKILL of {ContainerId}: {e.Message}");
             }
+            catch (TtrpcException e) when (Environment.Sandbox.StopRequested)
+            {
+                // As runc answers a signal to a process that already finished: the pod's VM, and with it the
+                // process, is going away.
+                throw Errors.NotFound($"signal {signal} to {Name}: the pod's VM is stopping ({e.Message})");
+            }
             catch (TtrpcException e)
             {
                 throw Errors.Agent($"signal {signal} to {Name}", e);

@@ -21,6 +21,10 @@ public interface ISandbox : IAsyncDisposable
     /// syncing: ..."); null while it runs.</summary>
     string? ExitReason => null;
 
+    /// <summary>True once the VM is being stopped or has exited: an agent call failing now failed because the pod is
+    /// going away, not because the guest refused it.</summary>
+    bool StopRequested => Exited.IsCompleted;
+
     /// <summary>Freezes / thaws the whole VM (QMP stop/cont).</summary>
     Task PauseVmAsync(CancellationToken cancellationToken);
 

@@ -48,6 +48,8 @@ public sealed partial class QemuSandbox : ISandbox
 
     public Task Exited => _vm.Exited;
 
+    public bool StopRequested => Volatile.Read(ref _stopped) == 1 || _vm.Exited.IsCompleted;
+
     public string? ExitReason => _vm.ExitReason;
 
     public Task PauseVmAsync(CancellationToken cancellationToken) => _vm.PauseAsync(cancellationToken);
