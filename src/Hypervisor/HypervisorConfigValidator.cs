@@ -32,6 +32,11 @@ public static class HypervisorConfigValidator
             "initrdPath");
         Require(
             config,
+            string.IsNullOrEmpty(config.Firmware) || Path.IsPathFullyQualified(config.Firmware),
+            $"firmware must be empty or an absolute path, got \"{config.Firmware}\"",
+            "firmware");
+        Require(
+            config,
             !string.IsNullOrWhiteSpace(config.MachineType) && config.MachineType.IndexOfAny([',', ' ', '=']) < 0,
             $"invalid machine type \"{config.MachineType}\"",
             "machineType");
@@ -70,7 +75,7 @@ public static class HypervisorConfigValidator
             "kernelParams");
     }
 
-    /// <summary>Checks that qemu is an executable file and that the kernel and initrd exist.</summary>
+    /// <summary>Checks that qemu is an executable file and that the kernel, initrd and firmware exist.</summary>
     public static void ValidatePaths(HypervisorConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
@@ -92,6 +97,11 @@ public static class HypervisorConfigValidator
         if (!string.IsNullOrEmpty(config.InitrdPath) && !File.Exists(config.InitrdPath))
         {
             throw Error(config, $"initrd not found: {config.InitrdPath}", "initrdPath");
+        }
+
+        if (!string.IsNullOrEmpty(config.Firmware) && !File.Exists(config.Firmware))
+        {
+            throw Error(config, $"firmware not found: {config.Firmware}", "firmware");
         }
     }
 

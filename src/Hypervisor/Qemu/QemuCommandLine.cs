@@ -19,6 +19,7 @@ internal static class QemuCommandLine
             new MachineFragment(config.MachineType, host.Accelerator),
             new MemoryFragment(config.MemoryMiB, config.EffectiveMaxMemoryMiB, config.MemorySlots),
             new SmpFragment(config.VCpus, config.EffectiveMaxVCpus),
+            new FirmwareFragment(config.Firmware),
             new KernelFragment(config.KernelPath, config.InitrdPath, KernelFragment.Params(config.KernelParams, memoryHotplug: config.EffectiveMaxMemoryMiB > config.MemoryMiB)),
             new SerialConsoleFragment(paths.ConsoleLog),
             new QmpFragment(paths.QmpSocket),
@@ -41,6 +42,11 @@ internal static class QemuCommandLine
         for (var i = 0; i < spec.Nics.Count; i++)
         {
             fragments.Add(new NicFragment(i, spec.Nics[i]));
+        }
+
+        if (config.FreePageReporting)
+        {
+            fragments.Add(new FreePageReportingFragment());
         }
 
         fragments.Add(new RngFragment());
