@@ -3,7 +3,7 @@
 #   1. apt packages (eng/lib/deps.sh, clang for NativeAOT among them; apt-get update only when something is missing)
 #   2. dotnet build ShimV2.sln -c Release (warnings are errors)
 #   3. dotnet publish of the shim (NativeAOT) -> artifacts/bin/containerd-shim-csharp-v1
-#   4. guest kernel + initrd -> artifacts/guest/{vmlinuz,initrd.img} (guest-agent/image/build.sh; it caches)
+#   4. guest kernel + initrd -> artifacts/guest/{vmlinuz,vmlinux,initrd.img} (guest-agent/image/build.sh; it caches)
 #   5. artifacts/config/qemu.json = hypervisor-configs/qemu.json with absolute kernel/initrd paths
 # Quiet unless something fails (VERBOSE=1 shows everything). Idempotent; fast when nothing changed.
 #
@@ -68,7 +68,10 @@ if (( do_guest )); then
   mkdir -p "$ARTIFACTS/config"
   out_cfg="$ARTIFACTS/config/qemu.json"
   tmp_cfg="$(mktemp "$out_cfg.XXXXXX")"
-  jq --arg k "$ARTIFACTS/guest/vmlinuz" --arg i "$ARTIFACTS/guest/initrd.img" \
+  # The kernel the config names (vmlinux: the PVH boot; vmlinuz: the generic one), from the fresh guest image.
+  kernel_file="$(jq -r '.kernelPath | split("/") | last' "$src_cfg")" || die "could not read $src_cfg (is it valid JSON?)"
+  [[ -s "$ARTIFACTS/guest/$kernel_file" ]] || die "$src_cfg names kernel $kernel_file, which the guest image build did not produce"
+  jq --arg k "$ARTIFACTS/guest/$kernel_file" --arg i "$ARTIFACTS/guest/initrd.img" \
      '.kernelPath = $k | .initrdPath = $i' "$src_cfg" >"$tmp_cfg" \
     || { rm -f "$tmp_cfg"; die "could not rewrite $src_cfg (is it valid JSON?)"; }
   if cmp -s "$tmp_cfg" "$out_cfg"; then rm -f "$tmp_cfg"; else chmod 0644 "$tmp_cfg"; mv -f "$tmp_cfg" "$out_cfg"; fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the runtime on this node from artifacts/ (run eng/build.sh first):
 #   ROOT/usr/local/bin/containerd-shim-csharp-v1         the shim (containerd finds it on PATH by runtime type)
-#   ROOT/usr/share/csharp-shim/{vmlinuz,initrd.img}      the guest kernel and initramfs (agent inside)
+#   ROOT/usr/share/csharp-shim/{vmlinuz,vmlinux,initrd.img} the guest kernel (compressed; uncompressed for PVH) and initramfs
 #   ROOT/etc/containerd-shim-csharp/qemu.json            the hypervisor config (kept if it already exists)
 # It does not edit containerd's config: the README shows the runtime handler to add.
 #
@@ -42,12 +42,16 @@ runtime_share="$share"
 install -d -m 0755 "$bin" "$share" "$etc"
 install -m 0755 "$art/bin/containerd-shim-csharp-v1" "$bin/containerd-shim-csharp-v1"
 install -m 0644 "$art/guest/vmlinuz" "$share/vmlinuz"
+# The uncompressed PVH kernel the default config boots (absent when the kernel has no PVH entry).
+if [[ -s "$art/guest/vmlinux" ]]; then install -m 0644 "$art/guest/vmlinux" "$share/vmlinux"; fi
 install -m 0644 "$art/guest/initrd.img" "$share/initrd.img"
 if [[ -e "$etc/qemu.json" ]]; then
   echo "install: keeping existing $etc/qemu.json (the shipped default is $here/hypervisor-configs/qemu.json)"
 else
   tmp="$(mktemp "$etc/.qemu.json.XXXXXX")"
-  if ! jq --arg k "$runtime_share/vmlinuz" --arg i "$runtime_share/initrd.img" \
+  kernel_file="$(jq -r '.kernelPath | split("/") | last' "$here/hypervisor-configs/qemu.json")"
+  [[ -s "$share/$kernel_file" ]] || kernel_file=vmlinuz
+  if ! jq --arg k "$runtime_share/$kernel_file" --arg i "$runtime_share/initrd.img" \
       '.kernelPath = $k | .initrdPath = $i' "$here/hypervisor-configs/qemu.json" >"$tmp"; then
     rm -f "$tmp"
     echo "install: could not write $etc/qemu.json from $here/hypervisor-configs/qemu.json" >&2
@@ -65,4 +69,4 @@ if (( ! staging )); then
     exit 1
   fi
 fi
-echo "installed: $bin/containerd-shim-csharp-v1, $share/{vmlinuz,initrd.img}, $etc/qemu.json"
+echo "installed: $bin/containerd-shim-csharp-v1, $share/{vmlinuz,vmlinux,initrd.img}, $etc/qemu.json"

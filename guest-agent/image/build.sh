@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the guest VM image of the csharp runtime:
-#   OUTDIR/vmlinuz        the Debian kernel (/boot/vmlinuz-<ver>)
+#   OUTDIR/vmlinuz        the Debian kernel (/boot/vmlinuz-<ver>), for the generic firmware boot
+#   OUTDIR/vmlinux        the same kernel uncompressed (ELF with a PVH entry note): QEMU boots it directly,
+#                         without SeaBIOS's linux loader and the emulated xz decompression (the default config's)
 #   OUTDIR/initrd.img     gzip'd newc cpio: busybox, /init, csharp-agent, csharp-nsexec, glibc, modules
 #   OUTDIR/image.manifest the hash of every input; a rebuild is skipped while it matches
 #
@@ -39,7 +41,8 @@ NSEXEC_BIN=${NSEXEC_BIN:-}
 LIBDIR=lib/x86_64-linux-gnu
 
 # Loaded by /init in this order (modprobe pulls in dependencies). virtio_blk and virtio_net are not
-# needed by the agent itself but are what block-device rootfs and pod networking will need.
+# needed by the agent itself but are what block-device rootfs and pod networking will need; virtio_balloon
+# sends the host free-page reports (the config's freePageReporting), so freed guest memory leaves QEMU's RSS.
 MODULES=(
 	virtio_pci virtio_pci_modern_dev virtio_pci_legacy_dev
 	virtio_console virtio_rng
@@ -48,6 +51,7 @@ MODULES=(
 	vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport vsock_loopback
 	fuse virtiofs
 	virtio_blk virtio_net
+	virtio_balloon
 )
 # shellcheck disable=SC2206
 MODULES+=($EXTRA_MODULES)
@@ -88,7 +92,7 @@ build_agent=1 build_native=1
 [[ -z $NSEXEC_BIN ]] || build_native=0
 
 need=()
-for p in linux-image-amd64 busybox-static cpio kmod gzip; do
+for p in linux-image-amd64 busybox-static cpio kmod gzip xz-utils; do
 	dpkg_installed "$p" || need+=("$p")
 done
 if ((build_native)); then
@@ -185,7 +189,7 @@ hash_file() { printf '%s  %s\n' "$(sha256sum <"$2" | cut -d' ' -f1)" "$1"; }
 	echo "setting modules=${MODULES[*]}"
 	echo "setting ondemand-modules=${ONDEMAND_MODULES[*]}"
 	echo "setting extra-libs=$EXTRA_LIBS"
-	for p in busybox-static libc6 libgcc-s1 libstdc++6 kmod cpio gzip; do
+	for p in busybox-static libc6 libgcc-s1 libstdc++6 kmod cpio gzip xz-utils; do
 		echo "package $p=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo none)"
 	done
 	hash_file "$KERNEL" "$KERNEL"
@@ -219,7 +223,8 @@ output_hash() { sha256sum <"$OUTDIR/$1" | cut -d' ' -f1; }
 if [[ ${FORCE:-0} != 1 && -f $MANIFEST && -f $OUTDIR/vmlinuz && -f $OUTDIR/initrd.img ]] &&
 	grep -qx "input-hash: $INPUT_HASH" "$MANIFEST" &&
 	grep -qx "output $(output_hash vmlinuz)  vmlinuz" "$MANIFEST" &&
-	grep -qx "output $(output_hash initrd.img)  initrd.img" "$MANIFEST"; then
+	grep -qx "output $(output_hash initrd.img)  initrd.img" "$MANIFEST" &&
+	{ ! grep -q '  vmlinux$' "$MANIFEST" || { [[ -f $OUTDIR/vmlinux ]] && grep -qx "output $(output_hash vmlinux)  vmlinux" "$MANIFEST"; }; }; then
 	echo "guest image up to date ($OUTDIR, input hash ${INPUT_HASH:0:16})"
 	exit 0
 fi
@@ -348,18 +353,40 @@ find . -mindepth 1 -printf '%P\0' | sort -z |
 cd "$WORK"
 
 install -m 0644 "$KERNEL" "$WORK/vmlinuz"
+
+# The uncompressed kernel, as the kernel's scripts/extract-vmlinux finds it: the payload after the first xz or gzip
+# magic that decompresses to an ELF. Debian builds with CONFIG_PVH=y, so QEMU enters it through its PVH note.
+extract_vmlinux() { # extract_vmlinux BZIMAGE OUT
+	local magic tool offset
+	for magic in '\xfd7zXZ\x00:xz' '\x1f\x8b\x08:gzip'; do
+		tool=${magic##*:}
+		while read -r offset; do
+			tail -c +$((offset + 1)) "$1" | "$tool" -dc >"$2" 2>/dev/null || true
+			[[ $(head -c 4 "$2" | od -An -tx1 | tr -d ' ') == 7f454c46 ]] && return 0
+		done < <(grep -obUaP "${magic%:*}" "$1" | cut -d: -f1)
+	done
+	return 1
+}
+if grep -qx 'CONFIG_PVH=y' "/boot/config-$KVER" 2>/dev/null && extract_vmlinux "$KERNEL" "$WORK/vmlinux"; then
+	chmod 0644 "$WORK/vmlinux"
+else
+	log "warning: no PVH kernel from $KERNEL (needs CONFIG_PVH=y and an xz or gzip payload); only vmlinuz is built"
+	rm -f "$WORK/vmlinux"
+fi
 {
 	echo "# csharp guest image; rebuilt by guest-agent/image/build.sh when the input hash changes"
 	echo "input-hash: $INPUT_HASH"
 	echo "kernel: $KVER"
 	echo "output $(sha256sum <"$WORK/vmlinuz" | cut -d' ' -f1)  vmlinuz"
 	echo "output $(sha256sum <"$WORK/initrd.img" | cut -d' ' -f1)  initrd.img"
+	[[ ! -f $WORK/vmlinux ]] || echo "output $(sha256sum <"$WORK/vmlinux" | cut -d' ' -f1)  vmlinux"
 	echo "# initramfs: $(find "$ROOT" -mindepth 1 | wc -l) entries, $(du -sb "$ROOT" | cut -f1) bytes unpacked"
 	echo "# inputs:"
 	cat "$WORK/inputs"
 } >"$WORK/image.manifest"
 rm -f "$MANIFEST"
 mv -f "$WORK/vmlinuz" "$OUTDIR/vmlinuz"
+if [[ -f $WORK/vmlinux ]]; then mv -f "$WORK/vmlinux" "$OUTDIR/vmlinux"; else rm -f "$OUTDIR/vmlinux"; fi
 mv -f "$WORK/initrd.img" "$OUTDIR/initrd.img"
 mv -f "$WORK/image.manifest" "$MANIFEST"
 log "done: $OUTDIR/vmlinuz, $OUTDIR/initrd.img ($(du -h "$OUTDIR/initrd.img" | cut -f1))"

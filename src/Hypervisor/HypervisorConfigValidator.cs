@@ -32,6 +32,11 @@ public static class HypervisorConfigValidator
             "initrdPath");
         Require(
             config,
+            string.IsNullOrEmpty(config.Firmware) || Path.IsPathFullyQualified(config.Firmware),
+            $"firmware must be empty or an absolute path, got \"{config.Firmware}\"",
+            "firmware");
+        Require(
+            config,
             !string.IsNullOrWhiteSpace(config.MachineType) && config.MachineType.IndexOfAny([',', ' ', '=']) < 0,
             $"invalid machine type \"{config.MachineType}\"",
             "machineType");
@@ -75,7 +80,7 @@ public static class HypervisorConfigValidator
             "kernelParams");
     }
 
-    /// <summary>Checks that qemu is an executable file, that the kernel and initrd exist, and, with virtio-fs, virtiofsd.</summary>
+    /// <summary>Checks that qemu is an executable file, that the kernel, initrd and firmware exist, and, with virtio-fs, virtiofsd.</summary>
     public static void ValidatePaths(HypervisorConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
@@ -97,6 +102,11 @@ public static class HypervisorConfigValidator
         if (!string.IsNullOrEmpty(config.InitrdPath) && !File.Exists(config.InitrdPath))
         {
             throw Error(config, $"initrd not found: {config.InitrdPath}", "initrdPath");
+        }
+
+        if (!string.IsNullOrEmpty(config.Firmware) && !File.Exists(config.Firmware))
+        {
+            throw Error(config, $"firmware not found: {config.Firmware}", "firmware");
         }
 
         if (config.SharedFs == "virtio-fs")

@@ -80,6 +80,13 @@ public sealed partial class QemuVm : IAsyncDisposable
     /// <summary>The arguments QEMU was started with (after the executable).</summary>
     public IReadOnlyList<string> CommandLine { get; }
 
+    /// <summary>When QEMU's process was started (<see cref="System.Diagnostics.Stopwatch.GetTimestamp"/> ticks,
+    /// as <see cref="TimeProvider.System"/> counts); 0 before. For boot timelines.</summary>
+    public long SpawnedAt { get; private set; }
+
+    /// <summary>When QMP first reported the VM running (Stopwatch ticks); 0 before.</summary>
+    public long QmpReadyAt { get; private set; }
+
     public QmpClient Qmp => qmp ?? throw new InvalidOperationException("qmp is not connected");
 
     /// <summary>The share is served by a virtiofsd (sharedFs virtio-fs), so guest RAM is a shared memfd.</summary>
@@ -390,6 +397,7 @@ public sealed partial class QemuVm : IAsyncDisposable
             }
 
             process = QemuProcess.Start(config.QemuPath, CommandLine, spec.WorkDirectory, logger, config.Debug, spec.NetworkNamespace);
+            SpawnedAt = System.Diagnostics.Stopwatch.GetTimestamp();
             exitMonitor = MonitorExitAsync(process);
             RecordIdentity(process.Pid);
             qmp = await ConnectQmpAsync(process, linked.Token);
@@ -400,6 +408,7 @@ public sealed partial class QemuVm : IAsyncDisposable
                 throw new HypervisorException($"qemu is up but the vm is {status.Status}, not running");
             }
 
+            QmpReadyAt = System.Diagnostics.Stopwatch.GetTimestamp();
             Transition(VmState.Running);
             LogStarted(logger, SandboxId, process.Pid, host.Accelerator, host.Transport, qmp.Greeting.Version);
         }

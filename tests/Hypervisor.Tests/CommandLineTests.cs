@@ -28,6 +28,27 @@ public sealed class CommandLineTests
         Assert.Equal(expected, KernelFragment.Params(extra, memoryHotplug));
 
     [Theory]
+    [InlineData("", new string[0])]
+    [InlineData("/usr/share/qemu/qboot.rom", new[] { "-bios", "/usr/share/qemu/qboot.rom" })]
+    [InlineData("/fw,with,commas/bios.bin", new[] { "-bios", "/fw,with,commas/bios.bin" })]
+    public void Firmware(string path, string[] expected) =>
+        Assert.Equal(expected, new FirmwareFragment(path).Args);
+
+    [Fact]
+    public void Free_page_reporting_is_a_balloon_that_takes_the_guests_reports() =>
+        Assert.Equal(["-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on"], new FreePageReportingFragment().Args);
+
+    [Theory]
+    [InlineData(true, 1)]
+    [InlineData(false, 0)]
+    public void The_balloon_is_there_only_with_free_page_reporting(bool enabled, int count)
+    {
+        var spec = new VmSpec { SandboxId = "sb", WorkDirectory = "/run/vm", Config = new HypervisorConfig { FreePageReporting = enabled } };
+        var fragments = QemuCommandLine.Fragments(spec, new HostResolution(AcceleratorKind.Tcg, AgentTransportKind.VirtioSerial), guestCid: null);
+        Assert.Equal(count, fragments.OfType<FreePageReportingFragment>().Count());
+    }
+
+    [Theory]
     [InlineData(512, 512, 4, new[] { "-m", "512M" })]
     [InlineData(512, 0, 4, new[] { "-m", "512M" })]
     [InlineData(512, 2048, 4, new[] { "-m", "512M,slots=4,maxmem=2048M" })]
@@ -145,6 +166,7 @@ public sealed class CommandLineTests
             VCpus = 1,
             MaxVCpus = 2,
             KernelParams = "x=1",
+            Firmware = "/usr/share/qemu/qboot.rom",
         };
         var spec = new VmSpec { SandboxId = "sb", WorkDirectory = "/run/vm", Config = config, SharedDirectory = "/run/share", ShareMountTag = "tag" };
 
@@ -157,11 +179,13 @@ public sealed class CommandLineTests
                 new MachineFragment("q35", AcceleratorKind.Tcg),
                 new MemoryFragment(256, 1024, 2),
                 new SmpFragment(1, 2),
+                new FirmwareFragment("/usr/share/qemu/qboot.rom"),
                 new KernelFragment("/k/vmlinuz", "/k/initrd", "console=ttyS0 quiet panic=1 memhp_default_state=online x=1"),
                 new SerialConsoleFragment("/run/vm/console.log"),
                 new QmpFragment("/run/vm/qmp.sock"),
                 new VirtioSerialFragment("/run/vm/agent.sock"),
                 new NinePShareFragment("/run/share", "tag"),
+                new FreePageReportingFragment(),
                 new RngFragment(),
                 new PidFileFragment("/run/vm/qemu.pid"),
             ],

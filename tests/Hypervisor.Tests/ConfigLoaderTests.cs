@@ -83,6 +83,7 @@ public sealed class ConfigLoaderTests : IDisposable
         Assert.True(config.EffectiveMaxVCpus > config.VCpus);
         Assert.True(config.EffectiveMaxMemoryMiB > config.MemoryMiB);
         Assert.True(config.MemorySlots >= 1);
+        Assert.True(config.FreePageReporting);
     }
 
     public static TheoryData<string, string, string> InvalidFields => new()
@@ -111,6 +112,8 @@ public sealed class ConfigLoaderTests : IDisposable
         { "kernelPath", "\" \"", "kernelPath is empty" },
         { "kernelPath", "\"vmlinuz\"", "kernelPath must be an absolute path, got \"vmlinuz\"" },
         { "initrdPath", "\"initrd.img\"", "initrdPath must be empty or an absolute path, got \"initrd.img\"" },
+        { "firmware", "\"qboot.rom\"", "firmware must be empty or an absolute path, got \"qboot.rom\"" },
+        { "firmware", "\"/nonexistent/qboot.rom\"", "firmware not found: /nonexistent/qboot.rom" },
     };
 
     [Theory]

@@ -22,7 +22,8 @@ internal sealed class TaskServiceHarness : IAsyncDisposable
     private readonly Task _serving;
 
     /// <param name="events">Where the service publishes; default: <see cref="Events"/>.</param>
-    public TaskServiceHarness(IEventSink? events = null)
+    /// <param name="loggerFactory">Where the service logs; default: nowhere.</param>
+    public TaskServiceHarness(IEventSink? events = null, Microsoft.Extensions.Logging.ILoggerFactory? loggerFactory = null)
     {
         Agent = new FakeAgent();
         _server = new TtrpcServer([Agent.Definition()], NullLogger.Instance);
@@ -37,7 +38,7 @@ internal sealed class TaskServiceHarness : IAsyncDisposable
             Launcher,
             new FakeMounter(),
             events ?? Events,
-            NullLoggerFactory.Instance);
+            loggerFactory ?? NullLoggerFactory.Instance);
     }
 
     public FakeAgent Agent { get; }
@@ -82,6 +83,8 @@ internal sealed class TaskServiceHarness : IAsyncDisposable
 
         public List<FakeSandbox> Launched { get; } = [];
 
+        public List<SandboxLaunchRequest> Requests { get; } = [];
+
         /// <summary>The sandboxes' agent deadline (the config's agentTimeoutSeconds); null: none.</summary>
         public TimeSpan? AgentTimeout { get; set; }
 
@@ -92,6 +95,7 @@ internal sealed class TaskServiceHarness : IAsyncDisposable
                 await Gate.Task.WaitAsync(cancellationToken);
             }
 
+            Requests.Add(request);
             var client = await TtrpcClient.ConnectUnixAsync(agentSocket, cancellationToken);
             var sandbox = new FakeSandbox(request.SandboxId, new SandboxPaths(request.SandboxId, stateRoot), new AgentClient(client, AgentTimeout));
             Launched.Add(sandbox);

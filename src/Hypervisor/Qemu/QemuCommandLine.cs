@@ -28,6 +28,7 @@ internal static class QemuCommandLine
         fragments.AddRange(
         [
             new SmpFragment(config.VCpus, config.EffectiveMaxVCpus),
+            new FirmwareFragment(config.Firmware),
             new KernelFragment(config.KernelPath, config.InitrdPath, KernelFragment.Params(config.KernelParams, memoryHotplug: config.EffectiveMaxMemoryMiB > config.MemoryMiB)),
             new SerialConsoleFragment(paths.ConsoleLog),
             new QmpFragment(paths.QmpSocket),
@@ -54,6 +55,11 @@ internal static class QemuCommandLine
         for (var i = 0; i < spec.Nics.Count; i++)
         {
             fragments.Add(new NicFragment(i, spec.Nics[i]));
+        }
+
+        if (config.FreePageReporting)
+        {
+            fragments.Add(new FreePageReportingFragment());
         }
 
         fragments.Add(new RngFragment());

@@ -65,7 +65,17 @@ internal sealed record SmpFragment(int VCpus, int MaxVCpus) : QemuFragment
         : ["-smp", $"cpus={N(VCpus)}"];
 }
 
-/// <summary>Direct kernel boot. Plain arguments, not option lists: no comma escaping.</summary>
+/// <summary>
+/// The firmware image (<c>-bios</c>); none leaves QEMU's default, SeaBIOS. qboot skips SeaBIOS's device scan and
+/// boot menu and loads the kernel and initrd with fw_cfg DMA; it enters a PVH kernel (an uncompressed ELF) too.
+/// </summary>
+internal sealed record FirmwareFragment(string Path) : QemuFragment
+{
+    public override IReadOnlyList<string> Args => string.IsNullOrEmpty(Path) ? [] : ["-bios", Path];
+}
+
+/// <summary>Direct kernel boot: a bzImage, or an ELF vmlinux with a PVH note, which QEMU enters directly (no
+/// decompressor, no real-mode setup). Plain arguments, not option lists: no comma escaping.</summary>
 internal sealed record KernelFragment(string KernelPath, string? InitrdPath, string CommandLine) : QemuFragment
 {
     /// <summary>Always present: the console on the first serial port (which goes to console.log).</summary>
@@ -137,6 +147,16 @@ internal sealed record NicFragment(int Index, VmNic Nic) : QemuFragment
         "-netdev", $"tap,id=net{N(Index)},ifname={Opt(Nic.TapName)},script=no,downscript=no",
         "-device", $"virtio-net-pci,netdev=net{N(Index)},mac={Nic.Mac},romfile=",
     ];
+}
+
+/// <summary>
+/// A virtio-balloon that never inflates but takes the guest's free-page reports: free memory the guest touched
+/// (boot, page cache, an exited process) goes back to the host in 2 MiB blocks, so QEMU's RSS follows what the
+/// guest uses now rather than the most it ever used. The guest loads virtio_balloon at boot.
+/// </summary>
+internal sealed record FreePageReportingFragment : QemuFragment
+{
+    public override IReadOnlyList<string> Args => ["-device", "virtio-balloon-pci,id=balloon0,free-page-reporting=on"];
 }
 
 /// <summary>Entropy for the guest, so its crng is ready at once.</summary>

@@ -31,6 +31,9 @@ public sealed class Container(string id, string bundle, BundleSpec spec, string 
     /// <summary>What this container's limits add to the VM's size (updated by Update).</summary>
     public Sandbox.SandboxSize Needs { get; set; }
 
+    /// <summary>Where this container's Create and Start phases are logged; null: not logged.</summary>
+    public Timeline.BootTimeline? Timeline { get; init; }
+
     public ConcurrentDictionary<string, ExecProcess> Execs { get; } = new(StringComparer.Ordinal);
 
     public ShimProcess Process(string execId) =>

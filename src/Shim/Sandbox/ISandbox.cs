@@ -52,7 +52,9 @@ public interface ISandbox : IAsyncDisposable
 
 /// <param name="NetworkNamespace">The pod's network namespace (path), whose interfaces the VM takes over; null: none.</param>
 /// <param name="CgroupsPath">The sandbox spec's linux.cgroupsPath: the host cgroup the shim and QEMU live in; null: none.</param>
-public sealed record SandboxLaunchRequest(string SandboxId, string ConfigPath, string Hostname, string? NetworkNamespace = null, string? CgroupsPath = null);
+/// <param name="Timeline">Where the launch logs its boot phases; null: not logged.</param>
+public sealed record SandboxLaunchRequest(
+    string SandboxId, string ConfigPath, string Hostname, string? NetworkNamespace = null, string? CgroupsPath = null, Timeline.BootTimeline? Timeline = null);
 
 public interface ISandboxLauncher
 {

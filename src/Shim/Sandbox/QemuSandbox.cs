@@ -5,6 +5,7 @@ using ShimV2.Netlink;
 using ShimV2.Shim.Native;
 using ShimV2.Shim.Network;
 using ShimV2.Shim.PortForward;
+using ShimV2.Shim.Timeline;
 using ShimV2.Ttrpc;
 
 namespace ShimV2.Shim.Sandbox;
@@ -88,6 +89,8 @@ public sealed partial class QemuSandbox : ISandbox
                 Nics = network?.Nics ?? [],
             };
             vm = await QemuVm.StartAsync(spec, loggerFactory, cancellationToken);
+            request.Timeline?.MarkAt(BootPhase.QemuSpawned, vm.SpawnedAt);
+            request.Timeline?.MarkAt(BootPhase.QmpReady, vm.QmpReadyAt);
             LogVmStarted(logger, request.SandboxId, vm.Pid, vm.AgentTransport);
             ConfirmInHostCgroup(hostCgroup, vm.Pid);
             if (network is { Interfaces.Count: > 0 })
@@ -128,6 +131,17 @@ public sealed partial class QemuSandbox : ISandbox
             }
 
             var health = await check;
+            if (request.Timeline is { } timeline)
+            {
+                var agentReadyMs = timeline.ElapsedMs(TimeProvider.System.GetTimestamp());
+                if (BootTimeline.KernelUpMs(timeline.ElapsedMs(vm.SpawnedAt), agentReadyMs, health.BootTimeMs) is { } kernelUpMs)
+                {
+                    timeline.MarkElapsed(BootPhase.KernelUp, kernelUpMs);
+                }
+
+                timeline.MarkElapsed(BootPhase.AgentReady, agentReadyMs);
+            }
+
             LogAgentReady(logger, request.SandboxId, health.KernelRelease, health.AgentVersion);
             agentLog = AgentLogForwarder.Start(agent, request.SandboxId, loggerFactory.CreateLogger<AgentLogForwarder>());
 
@@ -154,6 +168,7 @@ public sealed partial class QemuSandbox : ISandbox
                 await agent.UpdateRoutesAsync(routes, null, boot.Token);
             }
 
+            request.Timeline?.Mark(BootPhase.SandboxConfigured);
             var sandbox = new QemuSandbox(request.SandboxId, paths, vm, connection, config, network, agentLog, logger) { HostCgroup = hostCgroup };
             if (request.NetworkNamespace is { } netns)
             {

@@ -11,6 +11,7 @@ using ShimV2.Shim.Events;
 using ShimV2.Shim.Processes;
 using ShimV2.Shim.Sandbox;
 using ShimV2.Shim.Stdio;
+using ShimV2.Shim.Timeline;
 using ShimV2.Hypervisor;
 using ShimV2.Ttrpc;
 
@@ -55,6 +56,9 @@ public sealed partial class TaskService : IAsyncDisposable
 
     public async Task<CreateTaskResponse> CreateAsync(CreateTaskRequest request, CancellationToken cancellationToken)
     {
+        // The origin of this container's timeline and, when this Create launches the VM, of the sandbox's: the
+        // sandbox's own container counts from the moment the shim began creating the sandbox.
+        var requestedAt = TimeProvider.System.GetTimestamp();
         ValidateId(request.Id);
         if (request.Checkpoint.Length > 0)
         {
@@ -86,8 +90,11 @@ public sealed partial class TaskService : IAsyncDisposable
             var launchedHere = false;
             if (_sandbox.State == SandboxState.None)
             {
+                var sandboxTimeline = BootTimeline.ForSandbox(sandboxId, _logger, requestedAt);
                 await _sandbox.LaunchAsync(() => _launcher.LaunchAsync(
-                    new SandboxLaunchRequest(sandboxId, configPath, spec.Hostname ?? sandboxId, spec.NetworkNamespace, spec.IsSandbox(request.Id) ? spec.CgroupsPath : null), cancellationToken));
+                    new SandboxLaunchRequest(
+                        sandboxId, configPath, spec.Hostname ?? sandboxId, spec.NetworkNamespace, spec.IsSandbox(request.Id) ? spec.CgroupsPath : null, sandboxTimeline),
+                    cancellationToken));
                 launchedHere = true;
                 _ = ForwardOomEventsAsync(_sandbox.RequireReady("forward OOM events"));
             }
@@ -126,7 +133,7 @@ public sealed partial class TaskService : IAsyncDisposable
                     null,
                     cancellationToken));
 
-                var container = new Container(request.Id, request.Bundle, spec, rootfs) { Needs = needs };
+                var container = new Container(request.Id, request.Bundle, spec, rootfs) { Needs = needs, Timeline = BootTimeline.ForContainer(request.Id, _logger, requestedAt) };
                 var init = InitProcess.Attach(container, stdio, (uint)sandbox.Pid, created.Pid, Environment(sandbox));
                 _containers[request.Id] = container;
                 _events.Publish(EventTopics.TaskCreate, new TaskCreate
@@ -139,6 +146,7 @@ public sealed partial class TaskService : IAsyncDisposable
                     Pid = init.Pid,
                 });
                 LogCreated(_logger, request.Id, sandboxId, created.Pid);
+                container.Timeline.Mark(BootPhase.Created);
                 return new CreateTaskResponse { Pid = init.Pid };
             }
             catch
@@ -164,7 +172,13 @@ public sealed partial class TaskService : IAsyncDisposable
         var process = Get(request.Id).Process(request.ExecId);
         _sandbox.RequireReady(process.IsInit ? $"start container {request.Id}" : $"start exec {request.ExecId} in container {request.Id}");
 
-        return new StartResponse { Pid = await process.StartAsync(cancellationToken) };
+        var pid = await process.StartAsync(cancellationToken);
+        if (process.IsInit)
+        {
+            Get(request.Id).Timeline?.Mark(BootPhase.Started);
+        }
+
+        return new StartResponse { Pid = pid };
     }
 
     public Task<StateResponse> StateAsync(StateRequest request)

@@ -108,6 +108,7 @@ internal sealed partial class AgentService
         {
             AgentVersion = Version,
             KernelRelease = KernelFiles.TryRead("/proc/sys/kernel/osrelease")?.Trim() ?? "",
+            BootTimeMs = GuestUptime.Milliseconds(KernelFiles.TryRead("/proc/uptime")),
         };
         response.Transports.AddRange(_transports());
         return Task.FromResult(response);
