@@ -25,7 +25,7 @@ public sealed class CriInstallTests(ITestOutputHelper output)
                 output.WriteLine);
             Assert.True(install.ExitCode == 0, $"install.sh failed: {install}");
             var shim = Path.Combine(root, "usr", "local", "bin", "containerd-shim-csharp-v1");
-            var kernel = Path.Combine(root, "usr", "share", "csharp-shim", "vmlinuz");
+            var kernel = Path.Combine(root, "usr", "share", "csharp-shim", "vmlinux");
             var initrd = Path.Combine(root, "usr", "share", "csharp-shim", "initrd.img");
             var config = Path.Combine(root, "etc", "containerd-shim-csharp", "qemu.json");
             using (var json = JsonDocument.Parse(File.ReadAllText(config)))
