@@ -232,6 +232,7 @@ if (( do_cri )); then
     CRI_PSS[$rt]="$(awk -v r="$rt" '$1 == "pod" && $2 == r { print $5 }' "$work/cri.tsv" | median)"
   done
   read -r _ _ D_STARTED D_ANSWERING D_DROP D_PSS D_FAIL < <(awk '$1 == "density"' "$work/cri.tsv"; echo) || true
+  [[ "${D_FAIL:-}" != "-" ]] || D_FAIL=""
 fi
 
 fmt_ms() { awk -v v="$1" 'BEGIN { if (v == "" || v == "nan") print "-"; else if (v >= 1000) printf "%.2f s", v / 1000; else printf "%.0f ms", v }'; }
