@@ -69,6 +69,15 @@ public sealed class BundleTests : IDisposable
     }
 
     [Fact]
+    public void A_config_json_with_invalid_utf8_in_a_string_is_a_clear_error()
+    {
+        // Found by eng/fuzz.sh (oci-spec): JsonDocument checks a string's UTF-8 only when it is read.
+        File.WriteAllBytes(Path.Combine(_dir, "config.json"), [.. "{\"hostname\": \"f"u8, 0x84, .. "zz\"}"u8]);
+        var e = Assert.Throws<BundleException>(() => BundleSpec.Load(_dir));
+        Assert.Equal($"invalid OCI spec {_dir}/config.json: not valid UTF-8", e.Message);
+    }
+
+    [Fact]
     public void A_missing_config_json_is_a_clear_error()
     {
         var e = Assert.Throws<BundleException>(() => BundleSpec.Load(Path.Combine(_dir, "nope")));

@@ -72,6 +72,12 @@ public sealed class BundleSpec
 
     public static BundleSpec Parse(byte[] json, string source)
     {
+        // JsonDocument validates UTF-8 only when a string is read, and then throws InvalidOperationException.
+        if (!System.Text.Unicode.Utf8.IsValid(json))
+        {
+            throw new BundleException($"invalid OCI spec {source}: not valid UTF-8");
+        }
+
         try
         {
             using var document = JsonDocument.Parse(json);
