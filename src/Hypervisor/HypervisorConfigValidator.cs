@@ -8,6 +8,7 @@ public static class HypervisorConfigValidator
     public const int MaxMemorySlots = 256;
     public const int MaxKvmProbeSeconds = 300;
     public const int MaxAgentTimeoutSeconds = 3600;
+    public const int MaxTcgTranslationCacheMiB = 4096;
 
     public static readonly IReadOnlyList<string> Accelerators = ["kvm", "tcg", "auto"];
     public static readonly IReadOnlyList<string> AgentTransports = ["vsock", "virtio-serial", "auto"];
@@ -40,6 +41,11 @@ public static class HypervisorConfigValidator
             !string.IsNullOrWhiteSpace(config.MachineType) && config.MachineType.IndexOfAny([',', ' ', '=']) < 0,
             $"invalid machine type \"{config.MachineType}\"",
             "machineType");
+        Require(
+            config,
+            config.TcgTranslationCacheMiB is >= 0 and <= MaxTcgTranslationCacheMiB,
+            $"tcgTranslationCacheMiB must be 0 (QEMU's default) or between 1 and {MaxTcgTranslationCacheMiB}, got {config.TcgTranslationCacheMiB}",
+            "tcgTranslationCacheMiB");
         Require(config, config.MemoryMiB >= MinMemoryMiB, $"memoryMiB must be at least {MinMemoryMiB}, got {config.MemoryMiB}", "memoryMiB");
         Require(
             config,

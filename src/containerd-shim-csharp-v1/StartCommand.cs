@@ -69,7 +69,7 @@ internal static class StartCommand
             }
 
             WriteAddressFile(flags.Bundle, address);
-            Console.Out.Write(address);
+            WriteStdout(address);
             return 0;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or BundleException or FormatException or System.Net.Sockets.SocketException)
@@ -86,6 +86,14 @@ internal static class StartCommand
         var temporary = target + ".tmp";
         File.WriteAllText(temporary, address);
         File.Move(temporary, target, overwrite: true);
+    }
+
+    /// <summary>Straight to fd 1: Console.Out would first set up .NET's terminal handling (a signal thread, terminfo),
+    /// which a one-line answer to containerd does not need.</summary>
+    private static void WriteStdout(string text)
+    {
+        using var stdout = new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(1, ownsHandle: false), FileAccess.Write, bufferSize: 0);
+        stdout.Write(System.Text.Encoding.UTF8.GetBytes(text));
     }
 
     private static byte[] ReadStdin()

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text;
+using ShimV2.Hypervisor.Qemu;
 using Xunit.Abstractions;
 
 namespace ShimV2.Hypervisor.Tests;
@@ -42,7 +43,8 @@ public sealed class AcceleratorFallbackTests : IDisposable
             Assert.True(clock.Elapsed >= TimeSpan.FromSeconds(spec.Config.KvmProbeSeconds), $"fell back after {clock.Elapsed}, before the probe time");
             Assert.Equal(AcceleratorKind.Tcg, vm.Accelerator);
             Assert.DoesNotContain("-S", vm.CommandLine);
-            Assert.Contains("q35,accel=tcg", vm.CommandLine);
+            var tcg = new MachineFragment(spec.Config.MachineType, AcceleratorKind.Tcg, spec.Config.TcgTranslationCacheMiB).Args;
+            Assert.Equal(tcg, vm.CommandLine.Skip(vm.CommandLine.ToList().IndexOf("-machine")).Take(tcg.Count));
             Assert.Equal([vm.Pid], HostProcesses.WithCommandLineContaining(spec.WorkDirectory));
             await AssertGuestAnswersAsync(vm, image);
 

@@ -19,11 +19,11 @@ public sealed class CommandLineTests
         Assert.Equal(expected, new KernelFragment("/boot/vmlinuz", initrd, cmdline).Args);
 
     [Theory]
-    [InlineData("", false, "console=ttyS0 quiet panic=1")]
-    [InlineData("   ", false, "console=ttyS0 quiet panic=1")]
-    [InlineData("  init=/sbin/agent debug ", false, "console=ttyS0 quiet panic=1 init=/sbin/agent debug")]
-    [InlineData("", true, "console=ttyS0 quiet panic=1 memhp_default_state=online")]
-    [InlineData("loglevel=7", true, "console=ttyS0 quiet panic=1 memhp_default_state=online loglevel=7")]
+    [InlineData("", false, "console=ttyS0 quiet panic=1 swiotlb=noforce")]
+    [InlineData("   ", false, "console=ttyS0 quiet panic=1 swiotlb=noforce")]
+    [InlineData("  init=/sbin/agent debug ", false, "console=ttyS0 quiet panic=1 swiotlb=noforce init=/sbin/agent debug")]
+    [InlineData("", true, "console=ttyS0 quiet panic=1 swiotlb=noforce memhp_default_state=online")]
+    [InlineData("loglevel=7", true, "console=ttyS0 quiet panic=1 swiotlb=noforce memhp_default_state=online loglevel=7")]
     public void Kernel_params(string extra, bool memoryHotplug, string expected) =>
         Assert.Equal(expected, KernelFragment.Params(extra, memoryHotplug));
 
@@ -137,6 +137,24 @@ public sealed class CommandLineTests
         Assert.Equal(expected, new MachineFragment(machine, accelerator).Args);
 
     [Theory]
+    [InlineData(AcceleratorKind.Tcg, 32, new[] { "-machine", "q35", "-accel", "tcg,tb-size=32", "-cpu", "max,erms=off" })]
+    [InlineData(AcceleratorKind.Tcg, 1, new[] { "-machine", "q35", "-accel", "tcg,tb-size=1", "-cpu", "max,erms=off" })]
+    [InlineData(AcceleratorKind.Tcg, 0, new[] { "-machine", "q35,accel=tcg", "-cpu", "max,erms=off" })]
+    [InlineData(AcceleratorKind.Kvm, 32, new[] { "-machine", "q35,accel=kvm", "-cpu", "host" })]
+    public void The_translation_cache_is_capped_under_tcg_only(AcceleratorKind accelerator, int tbSizeMiB, string[] expected) =>
+        Assert.Equal(expected, new MachineFragment("q35", accelerator, tbSizeMiB).Args);
+
+    [Fact]
+    public void The_default_config_caps_the_translation_cache()
+    {
+        var spec = new VmSpec { SandboxId = "sb", WorkDirectory = "/run/vm", Config = new HypervisorConfig() };
+
+        var args = QemuCommandLine.Args(QemuCommandLine.Fragments(spec, new HostResolution(AcceleratorKind.Tcg, AgentTransportKind.VirtioSerial), null));
+
+        Assert.Equal($"tcg,tb-size={HypervisorConfig.DefaultTcgTranslationCacheMiB}", args[args.ToList().IndexOf("-accel") + 1]);
+    }
+
+    [Theory]
     [InlineData("/run/vm/qmp.sock", new[] { "-chardev", "socket,id=qmp,path=/run/vm/qmp.sock,server=on,wait=off", "-mon", "chardev=qmp,mode=control" })]
     [InlineData("/run/a,b/qmp.sock", new[] { "-chardev", "socket,id=qmp,path=/run/a,,b/qmp.sock,server=on,wait=off", "-mon", "chardev=qmp,mode=control" })]
     public void Qmp(string socketPath, string[] expected) =>
@@ -176,11 +194,11 @@ public sealed class CommandLineTests
             [
                 new BaseFragment("sb"),
                 new SeccompSandboxFragment(),
-                new MachineFragment("q35", AcceleratorKind.Tcg),
+                new MachineFragment("q35", AcceleratorKind.Tcg, HypervisorConfig.DefaultTcgTranslationCacheMiB),
                 new MemoryFragment(256, 1024, 2),
                 new SmpFragment(1, 2),
                 new FirmwareFragment("/usr/share/qemu/qboot.rom"),
-                new KernelFragment("/k/vmlinuz", "/k/initrd", "console=ttyS0 quiet panic=1 memhp_default_state=online x=1"),
+                new KernelFragment("/k/vmlinuz", "/k/initrd", "console=ttyS0 quiet panic=1 swiotlb=noforce memhp_default_state=online x=1"),
                 new SerialConsoleFragment("/run/vm/console.log"),
                 new QmpFragment("/run/vm/qmp.sock"),
                 new VirtioSerialFragment("/run/vm/agent.sock"),
@@ -229,7 +247,7 @@ public sealed class CommandLineTests
         var fragments = QemuCommandLine.Fragments(spec, new HostResolution(AcceleratorKind.Kvm, AgentTransportKind.Vsock), guestCid: 77);
 
         Assert.Contains(new VsockFragment(77), fragments);
-        Assert.Contains(new MachineFragment("q35", AcceleratorKind.Kvm), fragments);
+        Assert.Contains(new MachineFragment("q35", AcceleratorKind.Kvm, HypervisorConfig.DefaultTcgTranslationCacheMiB), fragments);
         Assert.DoesNotContain(fragments, f => f is VirtioSerialFragment or NinePShareFragment);
         Assert.Throws<ArgumentException>(() =>
             QemuCommandLine.Fragments(spec, new HostResolution(AcceleratorKind.Kvm, AgentTransportKind.Vsock), guestCid: null));

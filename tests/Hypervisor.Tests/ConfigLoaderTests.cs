@@ -100,6 +100,8 @@ public sealed class ConfigLoaderTests : IDisposable
         { "kvmProbeSeconds", "301", "kvmProbeSeconds must be between 1 and 300, got 301" },
         { "agentTimeoutSeconds", "0", "agentTimeoutSeconds must be between 1 and 3600, got 0" },
         { "agentTimeoutSeconds", "3601", "agentTimeoutSeconds must be between 1 and 3600, got 3601" },
+        { "tcgTranslationCacheMiB", "-1", "tcgTranslationCacheMiB must be 0 (QEMU's default) or between 1 and 4096, got -1" },
+        { "tcgTranslationCacheMiB", "4097", "tcgTranslationCacheMiB must be 0 (QEMU's default) or between 1 and 4096, got 4097" },
         { "accelerator", "\"xen\"", "unknown accelerator \"xen\", expected one of: kvm, tcg, auto" },
         { "agentTransport", "\"tcp\"", "unknown agentTransport \"tcp\", expected one of: vsock, virtio-serial, auto" },
         { "sharedFs", "\"virtiofs\"", "unknown sharedFs \"virtiofs\", expected one of: virtio-9p, virtio-fs, none" },

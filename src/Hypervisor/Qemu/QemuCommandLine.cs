@@ -17,7 +17,7 @@ internal static class QemuCommandLine
         {
             new BaseFragment(spec.SandboxId),
             new SeccompSandboxFragment(),
-            new MachineFragment(config.MachineType, host.Accelerator),
+            new MachineFragment(config.MachineType, host.Accelerator, config.TcgTranslationCacheMiB),
             new MemoryFragment(config.MemoryMiB, config.EffectiveMaxMemoryMiB, config.MemorySlots),
         };
         if (virtioFs)

@@ -39,12 +39,22 @@ internal sealed record SeccompSandboxFragment : QemuFragment
 /// CPU does not announce ERMS: TCG runs `rep movsb`/`rep stosb` one byte per iteration, and with ERMS the guest
 /// kernel and glibc copy and clear memory that way (every pipe and virtio-serial byte, every fresh page); without
 /// it they use 8-byte or vector loops, several times faster there. (Hot-plugged vCPUs get the same flags.)
+/// <para>
+/// Under TCG, <paramref name="TcgTranslationCacheMiB"/> caps the translated-code cache (<c>-accel tcg,tb-size=</c>):
+/// QEMU 7.2's default is 1 GiB on a host with 8 GiB or more, which QEMU fills (and keeps resident, in huge pages)
+/// before it ever flushes, so an idle pod's QEMU held some 60 MiB of translated boot code and a busy one keeps
+/// growing until the cache is full. A full cache is flushed and code translated again as it runs. 0 leaves QEMU's default.
+/// KVM runs guest code natively and has no such cache.
+/// </para>
 /// </summary>
-internal sealed record MachineFragment(string MachineType, AcceleratorKind Accelerator) : QemuFragment
+internal sealed record MachineFragment(string MachineType, AcceleratorKind Accelerator, int TcgTranslationCacheMiB = 0) : QemuFragment
 {
     public override IReadOnlyList<string> Args => Accelerator switch
     {
         AcceleratorKind.Kvm => ["-machine", $"{MachineType},accel=kvm", "-cpu", "host"],
+        // tb-size is a property of the accelerator object, which only -accel sets ("-machine accel=" and -accel
+        // cannot be combined).
+        _ when TcgTranslationCacheMiB > 0 => ["-machine", MachineType, "-accel", $"tcg,tb-size={N(TcgTranslationCacheMiB)}", "-cpu", "max,erms=off"],
         _ => ["-machine", $"{MachineType},accel=tcg", "-cpu", "max,erms=off"],
     };
 }
@@ -81,12 +91,21 @@ internal sealed record KernelFragment(string KernelPath, string? InitrdPath, str
     /// <summary>Always present: the console on the first serial port (which goes to console.log).</summary>
     public const string BaseParams = "console=ttyS0 quiet panic=1";
 
+    /// <summary>
+    /// Always present: no SWIOTLB bounce buffer. An x86 kernel reserves (and zeroes, so the host backs it) 64 MiB for
+    /// one whenever memory may lie above 4 GiB, which the hotplug area in QEMU's SRAT always does: a third of an idle
+    /// 512 MiB guest's RAM. It only serves devices that DMA through the kernel's DMA API with a 32-bit mask; QEMU's
+    /// virtio devices (without iommu_platform) hand the guest's physical addresses straight to QEMU, so none here
+    /// needs it.
+    /// </summary>
+    public const string NoBounceBufferParams = "swiotlb=noforce";
+
     /// <summary>With memory hotplug: hot-plugged DIMMs come online by themselves (Debian's kernel leaves them offline).</summary>
     public const string MemoryHotplugParams = "memhp_default_state=online";
 
     public static string Params(string extra, bool memoryHotplug = false)
     {
-        var fixedParams = memoryHotplug ? $"{BaseParams} {MemoryHotplugParams}" : BaseParams;
+        var fixedParams = memoryHotplug ? $"{BaseParams} {NoBounceBufferParams} {MemoryHotplugParams}" : $"{BaseParams} {NoBounceBufferParams}";
         return string.IsNullOrWhiteSpace(extra) ? fixedParams : $"{fixedParams} {extra.Trim()}";
     }
 
