@@ -16,7 +16,8 @@ public sealed class TtrpcServiceBinder : ServiceBinderBase
 
     /// <param name="mapException">
     /// The service's own error edge: turns what a handler threw into what the server answers (a
-    /// <see cref="TtrpcException"/> with the domain's code); null leaves exceptions to the server's mapping.
+    /// <see cref="TtrpcException"/> with the domain's code); null leaves exceptions to the server's mapping. An
+    /// <see cref="RpcException"/> (the generated base's Unimplemented, say) is a status already: it is not mapped.
     /// </param>
     public TtrpcServiceBinder(Func<Exception, TtrpcCallContext, Exception>? mapException = null)
     {
@@ -90,7 +91,7 @@ public sealed class TtrpcServiceBinder : ServiceBinderBase
             {
                 response = await handler(request, new TtrpcServerCallContext(call));
             }
-            catch (Exception e) when (mapException is not null)
+            catch (Exception e) when (mapException is not null && e is not RpcException)
             {
                 var mapped = mapException(e, call);
                 if (ReferenceEquals(mapped, e))
