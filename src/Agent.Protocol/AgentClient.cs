@@ -1,4 +1,4 @@
-// Typed client for csharp.agent.v1.Agent over TTRPC; one method per rpc in protos/agent/v1/agent.proto.
+// Typed client for csharp.agent.v1.Agent over TTRPC: the generated client, with the agent's deadline policy.
 using Google.Protobuf.WellKnownTypes;
 using ShimV2.Agent.Protocol.V1;
 using ShimV2.Ttrpc;
@@ -10,115 +10,107 @@ namespace ShimV2.Agent.Protocol;
 /// <see cref="CallTimeout"/>, every call that is not a wait by design gets it as its deadline (unless the caller
 /// passes its own), so a hung guest fails calls with <see cref="AgentDeadlineException"/> instead of hanging them.
 /// The long polls (WaitProcess, ReadStdout/ReadStderr, WriteStdin, GetOomEvent, GetLogRecords) end when the
-/// connection does: when the VM dies or the sandbox stops.
+/// connection does: when the VM dies or the sandbox stops. Failures are <see cref="TtrpcException"/>s.
 /// </summary>
-public sealed class AgentClient(TtrpcClient connection, TimeSpan? callTimeout = null)
+public sealed class AgentClient
 {
-    /// <summary>The TTRPC service name of the agent, as the guest serves it.</summary>
-    public const string ServiceName = "csharp.agent.v1.Agent";
+    private readonly V1.Agent.AgentClient _unbounded;
+    private readonly V1.Agent.AgentClient _bounded;
 
-    public TtrpcClient Connection { get; } = connection;
+    public AgentClient(TtrpcClient connection, TimeSpan? callTimeout = null)
+    {
+        Connection = connection;
+        CallTimeout = callTimeout;
+        var invoker = new TtrpcCallInvoker(connection);
+        _unbounded = new V1.Agent.AgentClient(invoker);
+        _bounded = callTimeout is { } timeout ? new V1.Agent.AgentClient(new AgentDeadlineInvoker(invoker, timeout)) : _unbounded;
+    }
+
+    /// <summary>The TTRPC service name of the agent, as the guest serves it.</summary>
+    public static string ServiceName => V1.Agent.Descriptor.FullName;
+
+    public TtrpcClient Connection { get; }
 
     /// <summary>The deadline of each non-waiting call; null: none.</summary>
-    public TimeSpan? CallTimeout { get; } = callTimeout;
+    public TimeSpan? CallTimeout { get; }
 
     public Task<CheckResponse> CheckAsync(CheckRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        CallAsync<CheckRequest, CheckResponse>("Check", request, options, cancellationToken);
+        Call(options).CheckAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<Empty> CreateSandboxAsync(CreateSandboxRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        CallAsync<CreateSandboxRequest, Empty>("CreateSandbox", request, options, cancellationToken);
+        Call(options).CreateSandboxAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<Empty> DestroySandboxAsync(DestroySandboxRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        CallAsync<DestroySandboxRequest, Empty>("DestroySandbox", request, options, cancellationToken);
+        Call(options).DestroySandboxAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<CreateContainerResponse> CreateContainerAsync(CreateContainerRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        CallAsync<CreateContainerRequest, CreateContainerResponse>("CreateContainer", request, options, cancellationToken);
+        Call(options).CreateContainerAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<Empty> StartContainerAsync(StartContainerRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        CallAsync<StartContainerRequest, Empty>("StartContainer", request, options, cancellationToken);
+        Call(options).StartContainerAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<Empty> RemoveContainerAsync(RemoveContainerRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        CallAsync<RemoveContainerRequest, Empty>("RemoveContainer", request, options, cancellationToken);
+        Call(options).RemoveContainerAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<ExecProcessResponse> ExecProcessAsync(ExecProcessRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        CallAsync<ExecProcessRequest, ExecProcessResponse>("ExecProcess", request, options, cancellationToken);
+        Call(options).ExecProcessAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<WaitProcessResponse> WaitProcessAsync(WaitProcessRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        WaitAsync<WaitProcessRequest, WaitProcessResponse>("WaitProcess", request, options, cancellationToken);
+        Waiting.WaitProcessAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<Empty> SignalProcessAsync(SignalProcessRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        CallAsync<SignalProcessRequest, Empty>("SignalProcess", request, options, cancellationToken);
+        Call(options).SignalProcessAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<WriteStreamResponse> WriteStdinAsync(WriteStreamRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        WaitAsync<WriteStreamRequest, WriteStreamResponse>("WriteStdin", request, options, cancellationToken);
+        Waiting.WriteStdinAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<ReadStreamResponse> ReadStdoutAsync(ReadStreamRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        WaitAsync<ReadStreamRequest, ReadStreamResponse>("ReadStdout", request, options, cancellationToken);
+        Waiting.ReadStdoutAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<ReadStreamResponse> ReadStderrAsync(ReadStreamRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        WaitAsync<ReadStreamRequest, ReadStreamResponse>("ReadStderr", request, options, cancellationToken);
+        Waiting.ReadStderrAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<Empty> CloseStdinAsync(CloseStdinRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        CallAsync<CloseStdinRequest, Empty>("CloseStdin", request, options, cancellationToken);
+        Call(options).CloseStdinAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<Empty> TtyWinResizeAsync(TtyWinResizeRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        CallAsync<TtyWinResizeRequest, Empty>("TtyWinResize", request, options, cancellationToken);
+        Call(options).TtyWinResizeAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<Empty> PauseContainerAsync(ContainerRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        CallAsync<ContainerRequest, Empty>("PauseContainer", request, options, cancellationToken);
+        Call(options).PauseContainerAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<Empty> ResumeContainerAsync(ContainerRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        CallAsync<ContainerRequest, Empty>("ResumeContainer", request, options, cancellationToken);
+        Call(options).ResumeContainerAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<ListProcessesResponse> ListProcessesAsync(ContainerRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        CallAsync<ContainerRequest, ListProcessesResponse>("ListProcesses", request, options, cancellationToken);
+        Call(options).ListProcessesAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<StatsContainerResponse> StatsContainerAsync(ContainerRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        CallAsync<ContainerRequest, StatsContainerResponse>("StatsContainer", request, options, cancellationToken);
+        Call(options).StatsContainerAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<Empty> UpdateContainerAsync(UpdateContainerRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        CallAsync<UpdateContainerRequest, Empty>("UpdateContainer", request, options, cancellationToken);
+        Call(options).UpdateContainerAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<Empty> OnlineCpuMemAsync(OnlineCpuMemRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        CallAsync<OnlineCpuMemRequest, Empty>("OnlineCpuMem", request, options, cancellationToken);
+        Call(options).OnlineCpuMemAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<OomEvent> GetOomEventAsync(GetOomEventRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        WaitAsync<GetOomEventRequest, OomEvent>("GetOomEvent", request, options, cancellationToken);
+        Waiting.GetOomEventAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<Interface> UpdateInterfaceAsync(Interface request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        CallAsync<Interface, Interface>("UpdateInterface", request, options, cancellationToken);
+        Call(options).UpdateInterfaceAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<UpdateRoutesResponse> UpdateRoutesAsync(UpdateRoutesRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        CallAsync<UpdateRoutesRequest, UpdateRoutesResponse>("UpdateRoutes", request, options, cancellationToken);
+        Call(options).UpdateRoutesAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
     public Task<LogRecords> GetLogRecordsAsync(GetLogRecordsRequest request, TtrpcCallOptions? options = null, CancellationToken cancellationToken = default) =>
-        WaitAsync<GetLogRecordsRequest, LogRecords>("GetLogRecords", request, options, cancellationToken);
+        Waiting.GetLogRecordsAsync(request, AgentCallOptions.From(options, cancellationToken)).ResponseAsync;
 
-    /// <summary>A call that may wait as long as its purpose needs (the caller's options and token bound it).</summary>
-    private Task<TResponse> WaitAsync<TRequest, TResponse>(string method, TRequest request, TtrpcCallOptions? options, CancellationToken cancellationToken)
-        where TRequest : Google.Protobuf.IMessage
-        where TResponse : Google.Protobuf.IMessage<TResponse>, new() =>
-        Connection.CallAsync<TRequest, TResponse>(ServiceName, method, request, options, cancellationToken);
+    /// <summary>The client of a call that is not a wait: bounded by <see cref="CallTimeout"/> unless the caller set a timeout.</summary>
+    private V1.Agent.AgentClient Call(TtrpcCallOptions? options) => options?.Timeout is null ? _bounded : _unbounded;
 
-    private async Task<TResponse> CallAsync<TRequest, TResponse>(string method, TRequest request, TtrpcCallOptions? options, CancellationToken cancellationToken)
-        where TRequest : Google.Protobuf.IMessage
-        where TResponse : Google.Protobuf.IMessage<TResponse>, new()
-    {
-        if (CallTimeout is not { } timeout || options?.Timeout is not null)
-        {
-            return await Connection.CallAsync<TRequest, TResponse>(ServiceName, method, request, options, cancellationToken);
-        }
-
-        var bounded = new TtrpcCallOptions { Timeout = timeout, Metadata = options?.Metadata };
-        try
-        {
-            return await Connection.CallAsync<TRequest, TResponse>(ServiceName, method, request, bounded, cancellationToken);
-        }
-        catch (TtrpcException e) when (e.Code == TtrpcStatusCode.DeadlineExceeded)
-        {
-            throw new AgentDeadlineException(method, timeout, e);
-        }
-    }
+    /// <summary>The client of a call that may wait as long as its purpose needs (the caller's options and token bound it).</summary>
+    private V1.Agent.AgentClient Waiting => _unbounded;
 }
 
 /// <summary>The guest agent did not answer a call within the agent deadline: the guest has stopped answering.</summary>

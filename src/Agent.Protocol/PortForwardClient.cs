@@ -1,4 +1,4 @@
-// Typed client for csharp.agent.v1.PortForward over TTRPC; one method per rpc in protos/agent/v1/agent.proto.
+// Typed client for csharp.agent.v1.PortForward over TTRPC: the generated client, with the agent's deadline policy.
 using Google.Protobuf.WellKnownTypes;
 using ShimV2.Agent.Protocol.V1;
 using ShimV2.Ttrpc;
@@ -10,45 +10,42 @@ namespace ShimV2.Agent.Protocol;
 /// design (for a change, for bytes) and Write waits for the guest to take the bytes: none has a deadline; they end
 /// with the caller's token or the connection. Connect, CloseWrite and Close get <see cref="CallTimeout"/>.
 /// </summary>
-public sealed class PortForwardClient(TtrpcClient connection, TimeSpan? callTimeout = null)
+public sealed class PortForwardClient
 {
+    private readonly V1.PortForward.PortForwardClient _waiting;
+    private readonly V1.PortForward.PortForwardClient _bounded;
+
+    public PortForwardClient(TtrpcClient connection, TimeSpan? callTimeout = null)
+    {
+        Connection = connection;
+        CallTimeout = callTimeout;
+        var invoker = new TtrpcCallInvoker(connection);
+        _waiting = new V1.PortForward.PortForwardClient(invoker);
+        _bounded = callTimeout is { } timeout ? new V1.PortForward.PortForwardClient(new AgentDeadlineInvoker(invoker, timeout)) : _waiting;
+    }
+
     /// <summary>The TTRPC service name, as the guest serves it.</summary>
-    public const string ServiceName = "csharp.agent.v1.PortForward";
+    public static string ServiceName => V1.PortForward.Descriptor.FullName;
 
-    public TtrpcClient Connection { get; } = connection;
+    public TtrpcClient Connection { get; }
 
-    public TimeSpan? CallTimeout { get; } = callTimeout;
+    public TimeSpan? CallTimeout { get; }
 
     public Task<Listeners> WatchListenersAsync(WatchListenersRequest request, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<WatchListenersRequest, Listeners>(ServiceName, "WatchListeners", request, null, cancellationToken);
+        _waiting.WatchListenersAsync(request, cancellationToken: cancellationToken).ResponseAsync;
 
     public Task<PortConnectResponse> ConnectAsync(PortConnectRequest request, CancellationToken cancellationToken = default) =>
-        Bounded<PortConnectRequest, PortConnectResponse>("Connect", request, cancellationToken);
+        _bounded.ConnectAsync(request, cancellationToken: cancellationToken).ResponseAsync;
 
     public Task<PortReadResponse> ReadAsync(PortReadRequest request, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<PortReadRequest, PortReadResponse>(ServiceName, "Read", request, null, cancellationToken);
+        _waiting.ReadAsync(request, cancellationToken: cancellationToken).ResponseAsync;
 
     public Task<Empty> WriteAsync(PortWriteRequest request, CancellationToken cancellationToken = default) =>
-        Connection.CallAsync<PortWriteRequest, Empty>(ServiceName, "Write", request, null, cancellationToken);
+        _waiting.WriteAsync(request, cancellationToken: cancellationToken).ResponseAsync;
 
     public Task<Empty> CloseWriteAsync(PortConnectionRequest request, CancellationToken cancellationToken = default) =>
-        Bounded<PortConnectionRequest, Empty>("CloseWrite", request, cancellationToken);
+        _bounded.CloseWriteAsync(request, cancellationToken: cancellationToken).ResponseAsync;
 
     public Task<Empty> CloseAsync(PortConnectionRequest request, CancellationToken cancellationToken = default) =>
-        Bounded<PortConnectionRequest, Empty>("Close", request, cancellationToken);
-
-    private async Task<TResponse> Bounded<TRequest, TResponse>(string method, TRequest request, CancellationToken cancellationToken)
-        where TRequest : Google.Protobuf.IMessage
-        where TResponse : Google.Protobuf.IMessage<TResponse>, new()
-    {
-        var options = CallTimeout is { } timeout ? new TtrpcCallOptions { Timeout = timeout } : null;
-        try
-        {
-            return await Connection.CallAsync<TRequest, TResponse>(ServiceName, method, request, options, cancellationToken);
-        }
-        catch (TtrpcException e) when (e.Code == TtrpcStatusCode.DeadlineExceeded && CallTimeout is { } t)
-        {
-            throw new AgentDeadlineException(method, t, e);
-        }
-    }
+        _bounded.CloseAsync(request, cancellationToken: cancellationToken).ResponseAsync;
 }

@@ -22,6 +22,7 @@ internal sealed class ServerConnection
 
     private readonly TtrpcServer _server;
     private readonly Stream _stream;
+    private readonly string _peer;
     private readonly FrameWriter _writer = new();
     private readonly CancellationTokenSource _calls = new(); // cancelled when the connection closes
     private readonly CancellationTokenSource _io = new();    // stops the loops on abort
@@ -36,6 +37,7 @@ internal sealed class ServerConnection
     {
         _server = server;
         _stream = stream;
+        _peer = PeerOf(stream);
     }
 
     /// <summary>Completes after the connection has ended and ConnectionClosed was raised.</summary>
@@ -276,7 +278,7 @@ internal sealed class ServerConnection
         var linked = deadlineSource is null
             ? CancellationTokenSource.CreateLinkedTokenSource(_calls.Token)
             : CancellationTokenSource.CreateLinkedTokenSource(_calls.Token, deadlineSource.Token);
-        var context = new TtrpcCallContext(request.Service, request.Method, metadata, deadline, deadlineSource, linked.Token);
+        var context = new TtrpcCallContext(request.Service, request.Method, metadata, deadline, deadlineSource, _peer, linked.Token);
         return (context, linked, deadlineSource);
     }
 
@@ -301,7 +303,7 @@ internal sealed class ServerConnection
             catch (Exception e)
             {
                 status = StatusMapping.FromException(e, context);
-                if (e is TtrpcException or OperationCanceledException or InvalidProtocolBufferException)
+                if (e is TtrpcException or Grpc.Core.RpcException or OperationCanceledException or InvalidProtocolBufferException)
                 {
                     Log.HandlerStatus(_server.Logger, request.Service, request.Method,
                         (TtrpcStatusCode)status.Code, status.Message);
@@ -449,6 +451,21 @@ internal sealed class ServerConnection
 
         output[at++] = (byte)value;
         return at;
+    }
+
+    /// <summary>Who is calling, as gRPC spells a peer: a socket's remote address when it has one.</summary>
+    private static string PeerOf(Stream stream)
+    {
+        try
+        {
+            return stream is NetworkStream { Socket: var socket }
+                ? socket.AddressFamily == AddressFamily.Unix ? "unix:" + socket.RemoteEndPoint : $"{socket.AddressFamily}:{socket.RemoteEndPoint}"
+                : "ttrpc:" + stream.GetType().Name;
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            return "unknown";
+        }
     }
 
     private void Reject(uint streamId, TtrpcStatusCode code, string message)

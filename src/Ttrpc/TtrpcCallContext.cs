@@ -29,10 +29,12 @@ public sealed class TtrpcCallContext
         IReadOnlyList<KeyValuePair<string, string>> metadata,
         DateTimeOffset? deadline,
         CancellationTokenSource? deadlineSource,
+        string peer,
         CancellationToken cancellationToken)
         : this(service, method, metadata, deadline, cancellationToken)
     {
         _deadlineSource = deadlineSource;
+        Peer = peer;
     }
 
     /// <summary>The full service name, e.g. <c>containerd.task.v2.Task</c>.</summary>
@@ -40,6 +42,9 @@ public sealed class TtrpcCallContext
 
     /// <summary>The method name, e.g. <c>Create</c>.</summary>
     public string Method { get; }
+
+    /// <summary>The caller, e.g. <c>unix:</c> and the socket's remote address (often empty for unix sockets).</summary>
+    public string Peer { get; } = "";
 
     /// <summary>Request metadata in wire order (keys may repeat).</summary>
     public IReadOnlyList<KeyValuePair<string, string>> Metadata { get; }

@@ -93,9 +93,24 @@ public sealed class TtrpcClient : IAsyncDisposable
         where TRequest : IMessage
         where TResponse : IMessage<TResponse>, new()
     {
+        ArgumentNullException.ThrowIfNull(request);
+        var (streamId, payload) = await CallAsync(service, method, request.ToByteString(), options, cancellationToken);
+        return StatusMapping.ParseMessage<TResponse>(streamId, payload);
+    }
+
+    /// <summary>
+    /// The call on serialized messages: <paramref name="payload"/> is the request's bytes, the answer the response's
+    /// (with the stream id, for error messages). Errors as <see cref="CallAsync{TRequest, TResponse}"/>.
+    /// </summary>
+    internal async Task<(uint StreamId, ByteString Payload)> CallAsync(
+        string service,
+        string method,
+        ByteString payload,
+        TtrpcCallOptions? options,
+        CancellationToken cancellationToken)
+    {
         ArgumentNullException.ThrowIfNull(service);
         ArgumentNullException.ThrowIfNull(method);
-        ArgumentNullException.ThrowIfNull(request);
         cancellationToken.ThrowIfCancellationRequested();
 
         var timeout = options?.Timeout;
@@ -108,7 +123,7 @@ public sealed class TtrpcClient : IAsyncDisposable
             throw new ArgumentOutOfRangeException(nameof(options), timeout, "Timeout must be positive");
         }
 
-        var wire = new Request { Service = service, Method = method, Payload = request.ToByteString() };
+        var wire = new Request { Service = service, Method = method, Payload = payload };
         if (timeout is { } t)
         {
             wire.TimeoutNano = t.Ticks > long.MaxValue / TimeSpan.NanosecondsPerTick
@@ -124,11 +139,11 @@ public sealed class TtrpcClient : IAsyncDisposable
             }
         }
 
-        var payload = wire.ToByteArray();
-        if (payload.Length > FrameHeader.DefaultMaxPayload)
+        var frame = wire.ToByteArray();
+        if (frame.Length > FrameHeader.DefaultMaxPayload)
         {
             throw new TtrpcException(TtrpcStatusCode.ResourceExhausted,
-                StatusMapping.OversizedMessage(payload.Length, FrameHeader.DefaultMaxPayload));
+                StatusMapping.OversizedMessage(frame.Length, FrameHeader.DefaultMaxPayload));
         }
 
         var answer = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -144,11 +159,11 @@ public sealed class TtrpcClient : IAsyncDisposable
             streamId = _nextStreamId;
             _nextStreamId += 2;
             _pending[streamId] = answer;
-            _writer.TryEnqueue(new OutgoingFrame(streamId, FrameType.Request, 0, payload));
+            _writer.TryEnqueue(new OutgoingFrame(streamId, FrameType.Request, 0, frame));
         }
 
         var responseBytes = await WaitAsync(streamId, answer.Task, timeout, cancellationToken);
-        return StatusMapping.ParseResponse<TResponse>(streamId, responseBytes);
+        return (streamId, StatusMapping.ParseResponse(streamId, responseBytes));
     }
 
     /// <summary>Closes the connection; the FIRST reason is kept and every pending and later call fails with it.</summary>

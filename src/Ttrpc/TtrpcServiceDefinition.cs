@@ -12,7 +12,7 @@ internal delegate Task<IMessage> UnaryMethodHandler(ByteString payload, TtrpcCal
 /// <summary>A service's methods, built from its protobuf descriptor; register with <see cref="TtrpcServer"/>.</summary>
 public sealed class TtrpcServiceDefinition
 {
-    private TtrpcServiceDefinition(string serviceName, Dictionary<string, UnaryMethodHandler> methods)
+    internal TtrpcServiceDefinition(string serviceName, Dictionary<string, UnaryMethodHandler> methods)
     {
         ServiceName = serviceName;
         Methods = methods;

@@ -3,12 +3,14 @@ using System.Threading.Channels;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using ShimV2.Agent.Protocol.V1;
+using Grpc.Core;
 using ShimV2.Ttrpc;
+using AgentApi = ShimV2.Agent.Protocol.V1.Agent;
 
 namespace ShimV2.Shim.Tests;
 
 /// <summary>A scripted guest agent served over real TTRPC: the unit seam under the task service.</summary>
-internal sealed class FakeAgent(bool serveLogRecords = true)
+internal sealed class FakeAgent(bool serveLogRecords = true) : AgentApi.AgentBase
 {
     private readonly Lock _logLock = new();
     private readonly List<LogRecord> _log = [];
@@ -56,7 +58,7 @@ internal sealed class FakeAgent(bool serveLogRecords = true)
     /// <summary>A hung guest: ExecProcess and SignalProcess are taken and never answered.</summary>
     public bool Hung { get; set; }
 
-    private async Task HangIfHungAsync(TtrpcCallContext context)
+    private async Task HangIfHungAsync(ServerCallContext context)
     {
         if (Hung)
         {
@@ -66,18 +68,10 @@ internal sealed class FakeAgent(bool serveLogRecords = true)
 
     public GuestProcess Process(string containerId, string execId = "") => Processes[$"{containerId}/{execId}"];
 
-    public TtrpcServiceDefinition Definition()
-    {
-        var builder = Builder();
-        if (serveLogRecords)
-        {
-            builder.AddUnary<GetLogRecordsRequest, LogRecords>("GetLogRecords", GetLogRecordsAsync);
-        }
+    /// <summary>The agent as the shim meets it; without log records GetLogRecords is unimplemented, as an old guest's.</summary>
+    public TtrpcServiceDefinition Definition() => new TtrpcServiceBinder().Bind(binder => AgentApi.BindService(binder, this));
 
-        return builder.Build();
-    }
-
-    private async Task<LogRecords> GetLogRecordsAsync(GetLogRecordsRequest request, TtrpcCallContext context)
+    private async Task<LogRecords> GetLogRecordsAsync(GetLogRecordsRequest request, CancellationToken cancellationToken)
     {
         LogRequests.Enqueue(request);
         while (true)
@@ -96,112 +90,132 @@ internal sealed class FakeAgent(bool serveLogRecords = true)
                 added = _logAdded.Task;
             }
 
-            await added.WaitAsync(context.CancellationToken);
+            await added.WaitAsync(cancellationToken);
         }
     }
 
-    private TtrpcServiceDefinition.Builder Builder() =>
-        TtrpcServiceDefinition.Create(AgentReflection.Descriptor.Services[0])
-            .AddUnary<CheckRequest, CheckResponse>("Check", (r, c) => Task.FromResult(new CheckResponse()))
-            .AddUnary<CreateContainerRequest, CreateContainerResponse>("CreateContainer", (r, c) =>
-            {
-                Calls.Enqueue($"create {r.ContainerId}");
-                var p = Add(r.ContainerId, string.Empty);
-                return Task.FromResult(new CreateContainerResponse { Pid = p.Pid });
-            })
-            .AddUnary<GetOomEventRequest, OomEvent>("GetOomEvent", async (r, c) =>
-                new OomEvent { ContainerId = await OomEvents.Reader.ReadAsync(c.CancellationToken) })
-            .AddUnary<StartContainerRequest, Empty>("StartContainer", (r, c) =>
-            {
-                Calls.Enqueue($"start {r.ContainerId}");
-                return Task.FromResult(new Empty());
-            })
-            .AddUnary<Agent.Protocol.V1.ExecProcessRequest, ExecProcessResponse>("ExecProcess", async (r, c) =>
-            {
-                Calls.Enqueue($"exec {r.ContainerId}/{r.ExecId} {r.ProcessJson.ToStringUtf8()}");
-                await HangIfHungAsync(c);
-                var p = Add(r.ContainerId, r.ExecId);
-                return new ExecProcessResponse { Pid = p.Pid };
-            })
-            .AddUnary<WaitProcessRequest, WaitProcessResponse>("WaitProcess", async (r, c) =>
-            {
-                var p = Get(r.ContainerId, r.ExecId);
-                var (status, oom) = await p.Exit.Task;
-                return new WaitProcessResponse { ExitStatus = status, Pid = p.Pid, OomKilled = oom };
-            })
-            .AddUnary<SignalProcessRequest, Empty>("SignalProcess", async (r, c) =>
-            {
-                Calls.Enqueue($"signal {r.ContainerId}/{r.ExecId} {r.Signal} all={r.All}");
-                await HangIfHungAsync(c);
-                var targets = r.All
-                    ? Processes.Values.Where(p => p.ContainerId == r.ContainerId)
-                    : [Get(r.ContainerId, r.ExecId)];
-                foreach (var p in targets)
-                {
-                    p.End(128 + r.Signal);
-                }
+    // ---- the scripted answers: the generated csharp.agent.v1.Agent base ----
 
-                return new Empty();
-            })
-            .AddUnary<RemoveContainerRequest, Empty>("RemoveContainer", (r, c) =>
-            {
-                Calls.Enqueue($"remove {r.ContainerId}");
-                Get(r.ContainerId, string.Empty).End(137);
-                return Task.FromResult(new Empty());
-            })
-            .AddUnary<ReadStreamRequest, ReadStreamResponse>("ReadStdout", async (r, c) =>
-            {
-                var p = Get(r.ContainerId, r.ExecId);
-                var data = await p.Stdout.Reader.WaitToReadAsync(c.CancellationToken) && p.Stdout.Reader.TryRead(out var chunk) ? chunk : [];
-                return new ReadStreamResponse { Data = ByteString.CopyFrom(data) };
-            })
-            .AddUnary<ReadStreamRequest, ReadStreamResponse>("ReadStderr", async (r, c) =>
-            {
-                await Get(r.ContainerId, r.ExecId).Exit.Task;
-                return new ReadStreamResponse();
-            })
-            .AddUnary<WriteStreamRequest, WriteStreamResponse>("WriteStdin", (r, c) =>
-            {
-                Get(r.ContainerId, r.ExecId).Stdin.Write(r.Data.Span);
-                return Task.FromResult(new WriteStreamResponse { Len = (uint)r.Data.Length });
-            })
-            .AddUnary<CloseStdinRequest, Empty>("CloseStdin", (r, c) =>
-            {
-                var p = Get(r.ContainerId, r.ExecId);
-                p.StdinClosed.TrySetResult(p.Stdin.ToArray());
-                return Task.FromResult(new Empty());
-            })
-            .AddUnary<ContainerRequest, Empty>("PauseContainer", (r, c) =>
-            {
-                Calls.Enqueue($"pause {r.ContainerId}");
-                return Task.FromResult(new Empty());
-            })
-            .AddUnary<ContainerRequest, Empty>("ResumeContainer", (r, c) =>
-            {
-                Calls.Enqueue($"resume {r.ContainerId}");
-                return Task.FromResult(new Empty());
-            })
-            .AddUnary<ContainerRequest, ListProcessesResponse>("ListProcesses", (r, c) =>
-            {
-                var response = new ListProcessesResponse();
-                response.Processes.AddRange(Processes.Values.Where(p => p.ContainerId == r.ContainerId && !p.Exit.Task.IsCompleted)
-                    .Select(p => new ProcessEntry { Pid = p.Pid, ExecId = p.ExecId }));
-                return Task.FromResult(response);
-            })
-            .AddUnary<ContainerRequest, StatsContainerResponse>("StatsContainer", (r, c) =>
-                Task.FromResult(new StatsContainerResponse
-                {
-                    CgroupVersion = "v2",
-                    CpuUsageUsec = 1500,
-                    MemoryUsageBytes = 4096,
-                    MemoryLimitBytes = 1 << 30,
-                    PidsCurrent = 2,
-                }))
-            .AddUnary<UpdateContainerRequest, Empty>("UpdateContainer", (r, c) =>
-            {
-                Calls.Enqueue($"update {r.ContainerId} {r.ResourcesJson.ToStringUtf8()}");
-                return Task.FromResult(new Empty());
-            });
+    public override Task<CheckResponse> Check(CheckRequest request, ServerCallContext context) =>
+        Task.FromResult(new CheckResponse());
+
+    public override Task<CreateContainerResponse> CreateContainer(CreateContainerRequest request, ServerCallContext context)
+    {
+        Calls.Enqueue($"create {request.ContainerId}");
+        var p = Add(request.ContainerId, string.Empty);
+        return Task.FromResult(new CreateContainerResponse { Pid = p.Pid });
+    }
+
+    public override async Task<OomEvent> GetOomEvent(GetOomEventRequest request, ServerCallContext context) =>
+        new OomEvent { ContainerId = await OomEvents.Reader.ReadAsync(context.CancellationToken) };
+
+    public override Task<Empty> StartContainer(StartContainerRequest request, ServerCallContext context)
+    {
+        Calls.Enqueue($"start {request.ContainerId}");
+        return Task.FromResult(new Empty());
+    }
+
+    public override async Task<ExecProcessResponse> ExecProcess(Agent.Protocol.V1.ExecProcessRequest request, ServerCallContext context)
+    {
+        Calls.Enqueue($"exec {request.ContainerId}/{request.ExecId} {request.ProcessJson.ToStringUtf8()}");
+        await HangIfHungAsync(context);
+        var p = Add(request.ContainerId, request.ExecId);
+        return new ExecProcessResponse { Pid = p.Pid };
+    }
+
+    public override async Task<WaitProcessResponse> WaitProcess(WaitProcessRequest request, ServerCallContext context)
+    {
+        var p = Get(request.ContainerId, request.ExecId);
+        var (status, oom) = await p.Exit.Task;
+        return new WaitProcessResponse { ExitStatus = status, Pid = p.Pid, OomKilled = oom };
+    }
+
+    public override async Task<Empty> SignalProcess(SignalProcessRequest request, ServerCallContext context)
+    {
+        Calls.Enqueue($"signal {request.ContainerId}/{request.ExecId} {request.Signal} all={request.All}");
+        await HangIfHungAsync(context);
+        var targets = request.All
+            ? Processes.Values.Where(p => p.ContainerId == request.ContainerId)
+            : [Get(request.ContainerId, request.ExecId)];
+        foreach (var p in targets)
+        {
+            p.End(128 + request.Signal);
+        }
+
+        return new Empty();
+    }
+
+    public override Task<Empty> RemoveContainer(RemoveContainerRequest request, ServerCallContext context)
+    {
+        Calls.Enqueue($"remove {request.ContainerId}");
+        Get(request.ContainerId, string.Empty).End(137);
+        return Task.FromResult(new Empty());
+    }
+
+    public override async Task<ReadStreamResponse> ReadStdout(ReadStreamRequest request, ServerCallContext context)
+    {
+        var p = Get(request.ContainerId, request.ExecId);
+        var data = await p.Stdout.Reader.WaitToReadAsync(context.CancellationToken) && p.Stdout.Reader.TryRead(out var chunk) ? chunk : [];
+        return new ReadStreamResponse { Data = ByteString.CopyFrom(data) };
+    }
+
+    public override async Task<ReadStreamResponse> ReadStderr(ReadStreamRequest request, ServerCallContext context)
+    {
+        await Get(request.ContainerId, request.ExecId).Exit.Task;
+        return new ReadStreamResponse();
+    }
+
+    public override Task<WriteStreamResponse> WriteStdin(WriteStreamRequest request, ServerCallContext context)
+    {
+        Get(request.ContainerId, request.ExecId).Stdin.Write(request.Data.Span);
+        return Task.FromResult(new WriteStreamResponse { Len = (uint)request.Data.Length });
+    }
+
+    public override Task<Empty> CloseStdin(CloseStdinRequest request, ServerCallContext context)
+    {
+        var p = Get(request.ContainerId, request.ExecId);
+        p.StdinClosed.TrySetResult(p.Stdin.ToArray());
+        return Task.FromResult(new Empty());
+    }
+
+    public override Task<Empty> PauseContainer(ContainerRequest request, ServerCallContext context)
+    {
+        Calls.Enqueue($"pause {request.ContainerId}");
+        return Task.FromResult(new Empty());
+    }
+
+    public override Task<Empty> ResumeContainer(ContainerRequest request, ServerCallContext context)
+    {
+        Calls.Enqueue($"resume {request.ContainerId}");
+        return Task.FromResult(new Empty());
+    }
+
+    public override Task<ListProcessesResponse> ListProcesses(ContainerRequest request, ServerCallContext context)
+    {
+        var response = new ListProcessesResponse();
+        response.Processes.AddRange(Processes.Values.Where(p => p.ContainerId == request.ContainerId && !p.Exit.Task.IsCompleted)
+            .Select(p => new ProcessEntry { Pid = p.Pid, ExecId = p.ExecId }));
+        return Task.FromResult(response);
+    }
+
+    public override Task<StatsContainerResponse> StatsContainer(ContainerRequest request, ServerCallContext context) =>
+        Task.FromResult(new StatsContainerResponse
+        {
+            CgroupVersion = "v2",
+            CpuUsageUsec = 1500,
+            MemoryUsageBytes = 4096,
+            MemoryLimitBytes = 1 << 30,
+            PidsCurrent = 2,
+        });
+
+    public override Task<Empty> UpdateContainer(UpdateContainerRequest request, ServerCallContext context)
+    {
+        Calls.Enqueue($"update {request.ContainerId} {request.ResourcesJson.ToStringUtf8()}");
+        return Task.FromResult(new Empty());
+    }
+
+    public override Task<LogRecords> GetLogRecords(GetLogRecordsRequest request, ServerCallContext context) =>
+        serveLogRecords ? GetLogRecordsAsync(request, context.CancellationToken) : base.GetLogRecords(request, context);
 
     private GuestProcess Add(string containerId, string execId)
     {

@@ -3,7 +3,9 @@ using Containerd.Services.Events.Ttrpc.V1;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using Microsoft.Extensions.Logging.Abstractions;
+using Grpc.Core;
 using ShimV2.Ttrpc;
+using EventsApi = Containerd.Services.Events.Ttrpc.V1.Events;
 
 namespace ShimV2.Shim.Tests;
 
@@ -21,13 +23,7 @@ internal sealed class FakeContainerdEvents : IAsyncDisposable
         SocketPath = Path.Combine(directory, "containerd.sock.ttrpc");
         _server = new TtrpcServer(
             [
-                TtrpcServiceDefinition.Create(EventsReflection.Descriptor.Services[0])
-                    .AddUnary<ForwardRequest, Empty>("Forward", async (r, c) =>
-                    {
-                        await Task.Yield();
-                        return Forward(r);
-                    })
-                    .Build(),
+                new TtrpcServiceBinder().Bind(binder => EventsApi.BindService(binder, new Endpoint(this))),
             ],
             NullLogger.Instance);
         _listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
@@ -113,5 +109,15 @@ internal sealed class FakeContainerdEvents : IAsyncDisposable
     {
         var descriptor = Containerd.Events.TaskReflection.Descriptor.MessageTypes.Single(t => t.FullName == any.TypeUrl);
         return descriptor.Parser.ParseFrom(any.Value);
+    }
+
+    /// <summary>The generated events service base, answered by the fake.</summary>
+    private sealed class Endpoint(FakeContainerdEvents fake) : EventsApi.EventsBase
+    {
+        public override async Task<Empty> Forward(ForwardRequest request, ServerCallContext context)
+        {
+            await Task.Yield();
+            return fake.Forward(request);
+        }
     }
 }

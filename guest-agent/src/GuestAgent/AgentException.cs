@@ -39,6 +39,9 @@ internal sealed class AgentException : Exception
 
     public static AgentException Unavailable(string message) => new(TtrpcStatusCode.Unavailable, message);
 
+    /// <summary>The agent's error edge for its services (see <see cref="TtrpcServiceBinder"/>).</summary>
+    public static Exception ToWire(Exception e, TtrpcCallContext call) => ToTtrpc(e, call.CancellationToken);
+
     /// <summary>The one mapping of everything a handler can throw to what the shim receives.</summary>
     public static TtrpcException ToTtrpc(Exception e, CancellationToken callToken) => e switch
     {

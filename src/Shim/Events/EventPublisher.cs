@@ -4,6 +4,7 @@ using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using Microsoft.Extensions.Logging;
 using ShimV2.Ttrpc;
+using EventsApi = Containerd.Services.Events.Ttrpc.V1.Events;
 
 namespace ShimV2.Shim.Events;
 
@@ -30,8 +31,6 @@ public sealed record EventPublisherOptions
 /// </summary>
 public sealed partial class EventPublisher : IEventSink, IAsyncDisposable
 {
-    private const string Service = "containerd.services.events.ttrpc.v1.Events";
-
     private readonly Channel<Envelope> _queue;
     private readonly EventPublisherOptions _options;
     private readonly string _address;
@@ -40,6 +39,7 @@ public sealed partial class EventPublisher : IEventSink, IAsyncDisposable
     private readonly Func<string, CancellationToken, Task<TtrpcClient>> _connect;
     private readonly Task _forwarder;
     private TtrpcClient? _client;
+    private EventsApi.EventsClient? _events;
 
     public EventPublisher(
         string ttrpcAddress, string ns, ILogger logger, Func<string, CancellationToken, Task<TtrpcClient>>? connect = null, EventPublisherOptions? options = null)
@@ -89,9 +89,13 @@ public sealed partial class EventPublisher : IEventSink, IAsyncDisposable
             {
                 try
                 {
-                    _client ??= await _connect(_address, CancellationToken.None).WaitAsync(_options.CallTimeout);
-                    await _client.CallAsync<ForwardRequest, Empty>(
-                        Service, "Forward", new ForwardRequest { Envelope = envelope }, new TtrpcCallOptions { Timeout = _options.CallTimeout });
+                    if (_client is null)
+                    {
+                        _client = await _connect(_address, CancellationToken.None).WaitAsync(_options.CallTimeout);
+                        _events = new EventsApi.EventsClient(new TtrpcCallInvoker(_client));
+                    }
+
+                    await _events!.ForwardAsync(new ForwardRequest { Envelope = envelope }, deadline: DateTime.UtcNow + _options.CallTimeout);
                     LogPublished(_logger, envelope.Topic);
                     break;
                 }
@@ -119,6 +123,7 @@ public sealed partial class EventPublisher : IEventSink, IAsyncDisposable
             // Bounded: a half-dead connection must not stall every event behind it.
             var closing = _client.DisposeAsync().AsTask();
             _client = null;
+            _events = null;
             await closing.WaitAsync(_options.CallTimeout).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
     }

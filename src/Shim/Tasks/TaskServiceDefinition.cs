@@ -1,38 +1,22 @@
 using Containerd.Task.V2;
 using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
 using ShimV2.Hypervisor;
 using ShimV2.Shim.Bundle;
 using ShimV2.Shim.Sandbox;
 using ShimV2.Ttrpc;
+using TaskApi = Containerd.Task.V2.Task;
 
 namespace ShimV2.Shim.Tasks;
 
 /// <summary>
-/// The thin TTRPC adapter for containerd.task.v2.Task: request → domain call → response. Domain exceptions map to
-/// TTRPC status codes here, in one place.
+/// The thin TTRPC adapter for containerd.task.v2.Task: the generated service base, request → domain call → response.
+/// Domain exceptions map to TTRPC status codes here, in one place (<see cref="Map"/>, given to the binder).
 /// </summary>
 public static class TaskServiceDefinition
 {
     public static TtrpcServiceDefinition Create(TaskService service) =>
-        TtrpcServiceDefinition.Create(ShimReflection.Descriptor.Services[0])
-            .AddUnary<StateRequest, StateResponse>("State", (r, c) => Guard(() => service.StateAsync(r)))
-            .AddUnary<CreateTaskRequest, CreateTaskResponse>("Create", (r, c) => Guard(() => service.CreateAsync(r, c.CancellationToken)))
-            .AddUnary<StartRequest, StartResponse>("Start", (r, c) => Guard(() => service.StartAsync(r, c.CancellationToken)))
-            .AddUnary<DeleteRequest, DeleteResponse>("Delete", (r, c) => Guard(() => service.DeleteAsync(r, c.CancellationToken)))
-            .AddUnary<PidsRequest, PidsResponse>("Pids", (r, c) => Guard(() => service.PidsAsync(r, c.CancellationToken)))
-            .AddUnary<PauseRequest, Empty>("Pause", (r, c) => Guard(() => service.PauseAsync(r, c.CancellationToken)))
-            .AddUnary<ResumeRequest, Empty>("Resume", (r, c) => Guard(() => service.ResumeAsync(r, c.CancellationToken)))
-            .AddUnary<CheckpointTaskRequest, Empty>("Checkpoint", (r, c) => Guard(() => service.CheckpointAsync(r)))
-            .AddUnary<KillRequest, Empty>("Kill", (r, c) => Guard(() => service.KillAsync(r, c.CancellationToken)))
-            .AddUnary<ExecProcessRequest, Empty>("Exec", (r, c) => Guard(() => service.ExecAsync(r)))
-            .AddUnary<ResizePtyRequest, Empty>("ResizePty", (r, c) => Guard(() => service.ResizePtyAsync(r, c.CancellationToken)))
-            .AddUnary<CloseIORequest, Empty>("CloseIO", (r, c) => Guard(() => service.CloseIOAsync(r, c.CancellationToken)))
-            .AddUnary<UpdateTaskRequest, Empty>("Update", (r, c) => Guard(() => service.UpdateAsync(r, c.CancellationToken)))
-            .AddUnary<WaitRequest, WaitResponse>("Wait", (r, c) => Guard(() => service.WaitAsync(r, c.CancellationToken)))
-            .AddUnary<StatsRequest, StatsResponse>("Stats", (r, c) => Guard(() => service.StatsAsync(r, c.CancellationToken)))
-            .AddUnary<ConnectRequest, ConnectResponse>("Connect", (r, c) => Guard(() => service.ConnectAsync(r)))
-            .AddUnary<ShutdownRequest, Empty>("Shutdown", (r, c) => Guard(() => service.ShutdownAsync(r)))
-            .Build();
+        new TtrpcServiceBinder(MapAtEdge).Bind(binder => TaskApi.BindService(binder, new Endpoint(service)));
 
     /// <summary>Maps domain errors (kinds) and the shim's other exceptions to status codes, here only.</summary>
     public static TtrpcException? Map(Exception e) => e switch
@@ -48,15 +32,61 @@ public static class TaskServiceDefinition
         _ => null,
     };
 
-    private static async Task<T> Guard<T>(Func<Task<T>> call)
+    // Cancellation keeps the server's reading (the call's deadline or its connection); the rest is unknown.
+    private static Exception MapAtEdge(Exception e, TtrpcCallContext call) =>
+        e is OperationCanceledException ? e : Map(e) ?? e;
+
+    private sealed class Endpoint(TaskService service) : TaskApi.TaskBase
     {
-        try
-        {
-            return await call();
-        }
-        catch (Exception e) when (e is not OperationCanceledException && Map(e) is { } mapped && !ReferenceEquals(mapped, e))
-        {
-            throw mapped;
-        }
+        public override Task<StateResponse> State(StateRequest request, ServerCallContext context) =>
+            service.StateAsync(request);
+
+        public override Task<CreateTaskResponse> Create(CreateTaskRequest request, ServerCallContext context) =>
+            service.CreateAsync(request, context.CancellationToken);
+
+        public override Task<StartResponse> Start(StartRequest request, ServerCallContext context) =>
+            service.StartAsync(request, context.CancellationToken);
+
+        public override Task<DeleteResponse> Delete(DeleteRequest request, ServerCallContext context) =>
+            service.DeleteAsync(request, context.CancellationToken);
+
+        public override Task<PidsResponse> Pids(PidsRequest request, ServerCallContext context) =>
+            service.PidsAsync(request, context.CancellationToken);
+
+        public override Task<Empty> Pause(PauseRequest request, ServerCallContext context) =>
+            service.PauseAsync(request, context.CancellationToken);
+
+        public override Task<Empty> Resume(ResumeRequest request, ServerCallContext context) =>
+            service.ResumeAsync(request, context.CancellationToken);
+
+        public override Task<Empty> Checkpoint(CheckpointTaskRequest request, ServerCallContext context) =>
+            service.CheckpointAsync(request);
+
+        public override Task<Empty> Kill(KillRequest request, ServerCallContext context) =>
+            service.KillAsync(request, context.CancellationToken);
+
+        public override Task<Empty> Exec(ExecProcessRequest request, ServerCallContext context) =>
+            service.ExecAsync(request);
+
+        public override Task<Empty> ResizePty(ResizePtyRequest request, ServerCallContext context) =>
+            service.ResizePtyAsync(request, context.CancellationToken);
+
+        public override Task<Empty> CloseIO(CloseIORequest request, ServerCallContext context) =>
+            service.CloseIOAsync(request, context.CancellationToken);
+
+        public override Task<Empty> Update(UpdateTaskRequest request, ServerCallContext context) =>
+            service.UpdateAsync(request, context.CancellationToken);
+
+        public override Task<WaitResponse> Wait(WaitRequest request, ServerCallContext context) =>
+            service.WaitAsync(request, context.CancellationToken);
+
+        public override Task<StatsResponse> Stats(StatsRequest request, ServerCallContext context) =>
+            service.StatsAsync(request, context.CancellationToken);
+
+        public override Task<ConnectResponse> Connect(ConnectRequest request, ServerCallContext context) =>
+            service.ConnectAsync(request);
+
+        public override Task<Empty> Shutdown(ShutdownRequest request, ServerCallContext context) =>
+            service.ShutdownAsync(request);
     }
 }

@@ -47,17 +47,9 @@ internal sealed partial class PortForwardService
     /// <summary>Guest connections open now.</summary>
     public int ConnectionCount => _connections.Count;
 
-    public TtrpcServiceDefinition Definition()
-    {
-        var b = TtrpcServiceDefinition.Create(AgentReflection.Descriptor.Services.Single(s => s.Name == "PortForward"));
-        AgentService.AddWithContext<WatchListenersRequest, Listeners>(b, "WatchListeners", (r, c) => WatchListenersAsync(r, c.CancellationToken));
-        AgentService.AddWithContext<PortConnectRequest, PortConnectResponse>(b, "Connect", (r, c) => ConnectAsync(r, c.CancellationToken));
-        AgentService.AddWithContext<PortReadRequest, PortReadResponse>(b, "Read", ReadAsync);
-        AgentService.AddWithContext<PortWriteRequest, Empty>(b, "Write", (r, c) => WriteAsync(r, c.CancellationToken));
-        AgentService.AddWithContext<PortConnectionRequest, Empty>(b, "CloseWrite", (r, _) => Task.FromResult(CloseWrite(r)));
-        AgentService.AddWithContext<PortConnectionRequest, Empty>(b, "Close", (r, _) => Task.FromResult(Close(r)));
-        return b.Build();
-    }
+    /// <summary>The service as the TTRPC server runs it: the generated csharp.agent.v1.PortForward bound to <see cref="Endpoint"/>.</summary>
+    public TtrpcServiceDefinition Definition() =>
+        new TtrpcServiceBinder(AgentException.ToWire).Bind(binder => Agent.Protocol.V1.PortForward.BindService(binder, new Endpoint(this)));
 
     public async Task<Listeners> WatchListenersAsync(WatchListenersRequest request, CancellationToken ct)
     {

@@ -70,35 +70,11 @@ internal sealed partial class AgentService
 
     public int ContainerCount => _containers.Count;
 
-    public TtrpcServiceDefinition Definition()
-    {
-        var b = TtrpcServiceDefinition.Create(AgentReflection.Descriptor.Services.Single(s => s.Name == "Agent"));
-        Add<CheckRequest, CheckResponse>(b, "Check", CheckAsync);
-        Add<CreateSandboxRequest, Empty>(b, "CreateSandbox", CreateSandboxAsync);
-        Add<DestroySandboxRequest, Empty>(b, "DestroySandbox", DestroySandboxAsync);
-        Add<CreateContainerRequest, CreateContainerResponse>(b, "CreateContainer", CreateContainerAsync);
-        Add<StartContainerRequest, Empty>(b, "StartContainer", StartContainerAsync);
-        Add<RemoveContainerRequest, Empty>(b, "RemoveContainer", RemoveContainerAsync);
-        Add<ExecProcessRequest, ExecProcessResponse>(b, "ExecProcess", ExecProcessAsync);
-        Add<WaitProcessRequest, WaitProcessResponse>(b, "WaitProcess", WaitProcessAsync);
-        Add<SignalProcessRequest, Empty>(b, "SignalProcess", SignalProcessAsync);
-        Add<WriteStreamRequest, WriteStreamResponse>(b, "WriteStdin", WriteStdinAsync, WriteStreamParser.Parse);
-        AddWithContext<ReadStreamRequest, ReadStreamResponse>(b, "ReadStdout", (r, c) => ReadOutputAsync(r, stderr: false, c));
-        AddWithContext<ReadStreamRequest, ReadStreamResponse>(b, "ReadStderr", (r, c) => ReadOutputAsync(r, stderr: true, c));
-        Add<CloseStdinRequest, Empty>(b, "CloseStdin", CloseStdinAsync);
-        Add<TtyWinResizeRequest, Empty>(b, "TtyWinResize", TtyWinResizeAsync);
-        Add<ContainerRequest, Empty>(b, "PauseContainer", (r, ct) => SetPausedAsync(r, paused: true, ct));
-        Add<ContainerRequest, Empty>(b, "ResumeContainer", (r, ct) => SetPausedAsync(r, paused: false, ct));
-        Add<ContainerRequest, ListProcessesResponse>(b, "ListProcesses", ListProcessesAsync);
-        Add<ContainerRequest, StatsContainerResponse>(b, "StatsContainer", StatsContainerAsync);
-        Add<UpdateContainerRequest, Empty>(b, "UpdateContainer", UpdateContainerAsync);
-        Add<OnlineCpuMemRequest, Empty>(b, "OnlineCpuMem", OnlineCpuMemAsync);
-        Add<GetOomEventRequest, OomEvent>(b, "GetOomEvent", GetOomEventAsync);
-        Add<Interface, Interface>(b, "UpdateInterface", UpdateInterfaceAsync);
-        Add<UpdateRoutesRequest, UpdateRoutesResponse>(b, "UpdateRoutes", UpdateRoutesAsync);
-        Add<GetLogRecordsRequest, LogRecords>(b, "GetLogRecords", GetLogRecordsAsync);
-        return b.Build();
-    }
+    /// <summary>The service as the TTRPC server runs it: the generated csharp.agent.v1.Agent bound to <see cref="Endpoint"/>.</summary>
+    public TtrpcServiceDefinition Definition() =>
+        new TtrpcServiceBinder(AgentException.ToWire)
+            .ParseWith(WriteStreamParser.Parse)
+            .Bind(binder => ShimV2.Agent.Protocol.V1.Agent.BindService(binder, new Endpoint(this)));
 
     // ---- sandbox -------------------------------------------------------------------------------------------
 
@@ -698,46 +674,6 @@ internal sealed partial class AgentService
     }
 
     // ---- helpers -------------------------------------------------------------------------------------------
-
-    private static void Add<TRequest, TResponse>(
-        TtrpcServiceDefinition.Builder builder,
-        string method,
-        Func<TRequest, CancellationToken, Task<TResponse>> handler,
-        Func<ReadOnlyMemory<byte>, TRequest>? parse = null)
-        where TRequest : class, IMessage<TRequest>
-        where TResponse : class, IMessage<TResponse>
-    {
-        builder.AddUnary<TRequest, TResponse>(method, parse, async (request, context) =>
-        {
-            try
-            {
-                return await handler(request, context.CancellationToken);
-            }
-            catch (Exception e)
-            {
-                throw AgentException.ToTtrpc(e, context.CancellationToken);
-            }
-        });
-    }
-
-    /// <summary><see cref="Add{TRequest, TResponse}"/> for handlers that need the call itself (the port-forward service too).</summary>
-    internal static void AddWithContext<TRequest, TResponse>(
-        TtrpcServiceDefinition.Builder builder, string method, Func<TRequest, TtrpcCallContext, Task<TResponse>> handler)
-        where TRequest : class, IMessage<TRequest>
-        where TResponse : class, IMessage<TResponse>
-    {
-        builder.AddUnary<TRequest, TResponse>(method, async (request, context) =>
-        {
-            try
-            {
-                return await handler(request, context);
-            }
-            catch (Exception e)
-            {
-                throw AgentException.ToTtrpc(e, context.CancellationToken);
-            }
-        });
-    }
 
     /// <summary>
     /// What a CreateContainer request asks, checked before anything is created (the resources too): malformed
