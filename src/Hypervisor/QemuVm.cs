@@ -68,6 +68,9 @@ public sealed partial class QemuVm : IAsyncDisposable
 
     public string ConsoleLogPath => Paths.ConsoleLog;
 
+    /// <summary>The config's boot timeout, for callers that wait on the guest.</summary>
+    public int BootTimeoutSeconds => spec.Config.BootTimeoutSeconds;
+
     public VmPaths Paths { get; }
 
     public AgentTransportKind AgentTransport => host.Transport;
