@@ -150,13 +150,11 @@ public sealed partial class QemuVm
             try
             {
                 await vm.BootAsync(ct);
-                using (var ready = CancellationTokenSource.CreateLinkedTokenSource(ct))
-                {
-                    ready.CancelAfter(TimeSpan.FromSeconds(spec.Config.BootTimeoutSeconds));
-                    await templates.WaitForGuestAsync(vm, ready.Token);
-                }
-
-                await vm.SaveStateAsync(build.StatePath, ct);
+                // Bounded: a QEMU that never connects to the migration socket must not hold the pod forever.
+                using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                deadline.CancelAfter(TimeSpan.FromSeconds(spec.Config.BootTimeoutSeconds));
+                await templates.WaitForGuestAsync(vm, deadline.Token);
+                await vm.SaveStateAsync(build.StatePath, deadline.Token);
                 await vm.StopAsync(DisposeGrace, ct);
                 var template = build.Publish();
                 var stateBytes = new FileInfo(template.StatePath).Length;

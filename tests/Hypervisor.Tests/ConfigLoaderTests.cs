@@ -86,6 +86,13 @@ public sealed class ConfigLoaderTests : IDisposable
         Assert.True(config.FreePageReporting);
     }
 
+    [Fact]
+    public void Templates_are_off_unless_the_config_asks_for_them()
+    {
+        Assert.False(HypervisorConfigLoader.Parse("{}", "/etc/qemu.json").UseTemplate);
+        Assert.True(HypervisorConfigLoader.Parse("""{"useTemplate": true}""", "/etc/qemu.json").UseTemplate);
+    }
+
     public static TheoryData<string, string, string> InvalidFields => new()
     {
         // field, value (JSON), message before the "(hypervisor config ...)" suffix
