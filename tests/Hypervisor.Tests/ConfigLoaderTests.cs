@@ -84,6 +84,7 @@ public sealed class ConfigLoaderTests : IDisposable
         Assert.True(config.EffectiveMaxMemoryMiB > config.MemoryMiB);
         Assert.True(config.MemorySlots >= 1);
         Assert.True(config.FreePageReporting);
+        Assert.True(config.UseTemplate);
     }
 
     [Fact]
