@@ -80,6 +80,13 @@ public sealed partial class QemuVm
         }
 
         var template = templates.Store.Find(key);
+        if (template is null && templates.Store.BuildFailure(key) is { } failure)
+        {
+            var why = $"the guest of template {key.Value} could not boot before ({failure})";
+            LogTemplateNotUsed(logger, spec.SandboxId, why);
+            return null;
+        }
+
         if (template is null)
         {
             template = await TryBuildTemplateAsync(spec, host, templates, key, logger, ct);
@@ -165,6 +172,12 @@ public sealed partial class QemuVm
             {
                 var why = $"building template {key.Value} failed: {e.Message}";
                 LogTemplateNotUsed(logger, spec.SandboxId, why);
+                if (vm.Exited.IsCompleted && !vm.stopRequested)
+                {
+                    // QEMU stopped by itself (a kernel panic, a broken initrd): no later pod's template would boot either.
+                    templates.Store.RecordBuildFailure(key, vm.ExitReason ?? e.Message);
+                }
+
                 return null;
             }
             finally

@@ -230,6 +230,21 @@ public sealed class VmTemplateTests : IDisposable
     }
 
     [Fact]
+    public void A_guest_that_cannot_boot_is_remembered_per_key()
+    {
+        var store = new VmTemplateStore(dir.Combine("templates"));
+        var key = Key(Config());
+        using (store.TryBeginBuild(key, null))
+        {
+            Assert.Null(store.BuildFailure(key));
+            store.RecordBuildFailure(key, "guest kernel panic: VFS: Unable to mount root fs");
+        }
+
+        Assert.Equal("guest kernel panic: VFS: Unable to mount root fs", store.BuildFailure(key));
+        Assert.Null(store.BuildFailure(VmTemplateKey.For(Config(), AcceleratorKind.Kvm, AgentTransportKind.VirtioSerial)));
+    }
+
+    [Fact]
     public void Pods_the_template_cannot_serve_say_why()
     {
         var config = new HypervisorConfig { SharedFs = "virtio-9p" };

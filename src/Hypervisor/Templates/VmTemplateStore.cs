@@ -24,6 +24,7 @@ public sealed class VmTemplateStore
     internal const string BuildPrefix = ".b-";
     internal const string SourceFileName = "config-source";
     private const string LockSuffix = ".lock";
+    private const string FailedSuffix = ".failed";
 
     public VmTemplateStore(string directory)
     {
@@ -75,6 +76,36 @@ public sealed class VmTemplateStore
         {
             held.Dispose();
             throw new HypervisorException($"cannot create a template build directory in {Directory}: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Why the template of <paramref name="key"/> could not be built before, when its guest stopped by
+    /// itself (it cannot boot with this kernel, initrd and config, so every later try would only boot it twice);
+    /// null when nothing is recorded.</summary>
+    public string? BuildFailure(VmTemplateKey key)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        try
+        {
+            return File.ReadAllText(Path.Combine(Directory, key.Value + FailedSuffix));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Records that the guest of <paramref name="key"/>'s template cannot boot (see <see cref="BuildFailure"/>).</summary>
+    public void RecordBuildFailure(VmTemplateKey key, string reason)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        try
+        {
+            File.WriteAllText(Path.Combine(Directory, key.Value + FailedSuffix), reason);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Then the next pod tries again: slower, not wrong.
         }
     }
 
