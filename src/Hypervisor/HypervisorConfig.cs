@@ -74,6 +74,10 @@ public sealed class HypervisorConfig
     /// wait by design (a process's exit, its output, OOM events, log records) have no deadline.</summary>
     public int AgentTimeoutSeconds { get; set; } = 30;
 
+    /// <summary>Start pods from a VM template (a guest booted once per config and saved) instead of booting each
+    /// one; pods the template path cannot serve (NICs, virtio-fs, vsock) boot cold.</summary>
+    public bool UseTemplate { get; set; }
+
     /// <summary>Logs QEMU's command line and stderr at Information instead of Debug.</summary>
     public bool Debug { get; set; }
 

@@ -68,6 +68,9 @@ public sealed partial class QemuVm : IAsyncDisposable
 
     public string ConsoleLogPath => Paths.ConsoleLog;
 
+    /// <summary>The config's boot timeout, for callers that wait on the guest.</summary>
+    public int BootTimeoutSeconds => spec.Config.BootTimeoutSeconds;
+
     public VmPaths Paths { get; }
 
     public AgentTransportKind AgentTransport => host.Transport;
@@ -144,6 +147,13 @@ public sealed partial class QemuVm : IAsyncDisposable
 
         if (!decision.WatchesForLife)
         {
+            if (vmHost.Templates is { } templates
+                && await TryStartFromTemplateAsync(spec, new HostResolution(accelerator, transport), templates, vmHost, logger, ct) is { } restored)
+            {
+                LogAccelerator(logger, LogLevel.Information, spec.SandboxId, accelerator, decision.Reason);
+                return restored;
+            }
+
             var vm = await BootWithFreeCidAsync(spec, new HostResolution(accelerator, transport), vmHost, logger, ct);
             LogAccelerator(logger, LogLevel.Information, spec.SandboxId, accelerator, decision.Reason);
             return vm;
@@ -402,6 +412,11 @@ public sealed partial class QemuVm : IAsyncDisposable
             RecordIdentity(process.Pid);
             qmp = await ConnectQmpAsync(process, linked.Token);
             qmp.EventObserver = OnQmpEvent;
+            if (spec.Template is { StatePath: { } statePath })
+            {
+                await RestoreStateAsync(statePath, linked.Token);
+            }
+
             var status = await qmp.ExecuteAsync(new QueryStatus(), linked.Token);
             if (!status.Running && !(frozen && status.Status == "prelaunch"))
             {

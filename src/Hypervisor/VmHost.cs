@@ -10,6 +10,9 @@ internal sealed record VmHost(IHostProbe Probe, KvmVerdictCache Cache)
     /// vCPUs never started when <see cref="KvmStandIn.Frozen"/>, so a guest that shows no life is real.</summary>
     public KvmStandIn? StandIn { get; init; }
 
+    /// <summary>Where VM templates are kept and how a template guest is known to be ready; null: always boot cold.</summary>
+    public VmTemplateOptions? Templates { get; init; }
+
     /// <summary>Gathers the facts for <paramref name="config"/> and decides. Reads the verdict file only when
     /// /dev/kvm opens; <paramref name="key"/> is where a new verdict goes (null: not cacheable).</summary>
     public AcceleratorDecision Decide(HypervisorConfig config, out KvmVerdictKey? key)

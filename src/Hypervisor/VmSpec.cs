@@ -25,6 +25,29 @@ public sealed class VmSpec
 
     /// <summary>virtio-net NICs, each backed by a tap QEMU creates by name (in <see cref="NetworkNamespace"/>).</summary>
     public IReadOnlyList<VmNic> Nics { get; init; } = [];
+
+    /// <summary>Set by the template path only: this VM builds a template or is restored from one.</summary>
+    internal VmTemplateBoot? Template { get; init; }
+
+    /// <summary>This spec with <paramref name="template"/> (VmSpec is not a record: its callers build it with init).</summary>
+    internal VmSpec WithTemplate(VmTemplateBoot template) => new()
+    {
+        SandboxId = SandboxId,
+        WorkDirectory = WorkDirectory,
+        Config = Config,
+        SharedDirectory = SharedDirectory,
+        ShareMountTag = ShareMountTag,
+        NetworkNamespace = NetworkNamespace,
+        Nics = Nics,
+        Template = template,
+    };
+}
+
+/// <summary>A VM's part in a template: RAM in <paramref name="MemoryPath"/>; with <paramref name="StatePath"/> it is
+/// restored from that saved device state, without it it is the template VM being built.</summary>
+internal sealed record VmTemplateBoot(string MemoryPath, string? StatePath)
+{
+    public bool Restores => StatePath is not null;
 }
 
 /// <summary>A guest NIC: the tap behind it on the host and the MAC the guest sees.</summary>

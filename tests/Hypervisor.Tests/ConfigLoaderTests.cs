@@ -84,6 +84,14 @@ public sealed class ConfigLoaderTests : IDisposable
         Assert.True(config.EffectiveMaxMemoryMiB > config.MemoryMiB);
         Assert.True(config.MemorySlots >= 1);
         Assert.True(config.FreePageReporting);
+        Assert.True(config.UseTemplate);
+    }
+
+    [Fact]
+    public void Templates_are_off_unless_the_config_asks_for_them()
+    {
+        Assert.False(HypervisorConfigLoader.Parse("{}", "/etc/qemu.json").UseTemplate);
+        Assert.True(HypervisorConfigLoader.Parse("""{"useTemplate": true}""", "/etc/qemu.json").UseTemplate);
     }
 
     public static TheoryData<string, string, string> InvalidFields => new()

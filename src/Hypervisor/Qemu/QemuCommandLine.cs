@@ -20,7 +20,11 @@ internal static class QemuCommandLine
             new MachineFragment(config.MachineType, host.Accelerator, config.TcgTranslationCacheMiB),
             new MemoryFragment(config.MemoryMiB, config.EffectiveMaxMemoryMiB, config.MemorySlots),
         };
-        if (virtioFs)
+        if (spec.Template is { } template)
+        {
+            fragments.Add(new TemplateMemoryFragment(template.MemoryPath, Shared: !template.Restores, config.MemoryMiB));
+        }
+        else if (virtioFs)
         {
             fragments.Add(new SharedMemoryFragment(config.MemoryMiB));
         }
@@ -64,6 +68,11 @@ internal static class QemuCommandLine
 
         fragments.Add(new RngFragment());
         fragments.Add(new PidFileFragment(paths.PidFile));
+        if (spec.Template is { Restores: true })
+        {
+            fragments.Add(new IncomingDeferFragment());
+        }
+
         return fragments;
     }
 

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging;
 using ShimV2.Agent.Protocol;
 using ShimV2.Hypervisor;
+using ShimV2.Hypervisor.Templates;
 using ShimV2.Netlink;
 using ShimV2.Shim.Native;
 using ShimV2.Shim.Network;
@@ -13,6 +14,9 @@ namespace ShimV2.Shim.Sandbox;
 /// <summary>A pod VM: one QEMU, its agent connection, and the sandbox's host directories.</summary>
 public sealed partial class QemuSandbox : ISandbox
 {
+    /// <summary>Under the state root, beside the pods (see README, "VM templates").</summary>
+    public const string TemplatesDirectoryName = ".templates";
+
     private readonly QemuVm _vm;
     private readonly TtrpcClient _connection;
     private readonly ILogger _logger;
@@ -88,53 +92,54 @@ public sealed partial class QemuSandbox : ISandbox
                 NetworkNamespace = request.NetworkNamespace,
                 Nics = network?.Nics ?? [],
             };
-            vm = await QemuVm.StartAsync(spec, loggerFactory, cancellationToken);
-            request.Timeline?.MarkAt(BootPhase.QemuSpawned, vm.SpawnedAt);
-            request.Timeline?.MarkAt(BootPhase.QmpReady, vm.QmpReadyAt);
-            LogVmStarted(logger, request.SandboxId, vm.Pid, vm.AgentTransport);
-            ConfirmInHostCgroup(hostCgroup, vm.Pid);
-            if (network is { Interfaces.Count: > 0 })
+            var templates = config.UseTemplate ? TemplateOptions(paths, loggerFactory) : null;
+            AgentClient agent;
+            ShimV2.Agent.Protocol.V1.CheckResponse health;
+            while (true)
             {
-                Wire(() => network.Connect(), "connect the pod network to the VM");
+                vm = await QemuVm.StartAsync(spec, loggerFactory, templates, cancellationToken);
+                request.Timeline?.MarkAt(BootPhase.QemuSpawned, vm.SpawnedAt);
+                request.Timeline?.MarkAt(BootPhase.QmpReady, vm.QmpReadyAt);
+                LogVmStarted(logger, request.SandboxId, vm.Pid, vm.AgentTransport);
+                ConfirmInHostCgroup(hostCgroup, vm.Pid);
+                if (network is { Interfaces.Count: > 0 })
+                {
+                    Wire(() => network.Connect(), "connect the pod network to the VM");
+                }
+
+                try
+                {
+                    (connection, agent, health) = await ConnectAgentAsync(vm, request.SandboxId, TimeSpan.FromSeconds(Math.Max(5, config.BootTimeoutSeconds)), loggerFactory, cancellationToken);
+                    break;
+                }
+                catch (Exception e) when (vm.RestoredFrom is { } template && templates is not null && !cancellationToken.IsCancellationRequested
+                    && e is SandboxException or OperationCanceledException or IOException or TtrpcException or HypervisorException)
+                {
+                    // A template that restores but whose guest does not answer is broken: never use it again.
+                    LogRestoredGuestSilent(logger, request.SandboxId, template.Key.Value, e.Message);
+                    templates.Store.Discard(template);
+                    templates = null;
+                    if (connection is not null)
+                    {
+                        await connection.DisposeAsync();
+                        connection = null;
+                    }
+
+                    await vm.DisposeAsync();
+                    vm = null;
+                }
             }
 
             using var boot = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             boot.CancelAfter(TimeSpan.FromSeconds(Math.Max(5, config.BootTimeoutSeconds)));
-            var stream = await vm.ConnectAgentAsync(boot.Token);
-            connection = new TtrpcClient(stream, loggerFactory.CreateLogger<TtrpcClient>());
-            var agent = new AgentClient(connection);
-            var check = agent.CheckAsync(new ShimV2.Agent.Protocol.V1.CheckRequest(), null, boot.Token);
-            var first = await Task.WhenAny(check, vm.Exited, Task.Delay(Timeout.Infinite, boot.Token));
-            if (first == check && check.IsFaulted)
-            {
-                // A guest that dies (panic, reset) drops the agent channel before QEMU's exit is seen: give the
-                // exit a moment to arrive, so the user gets the console's reason rather than a socket error.
-                await vm.Exited.WaitAsync(TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-                if (!vm.Exited.IsCompleted)
-                {
-                    throw new SandboxException(
-                        $"lost the guest agent while booting ({check.Exception!.InnerException!.Message}); console log: {vm.ConsoleLogPath}{ConsoleTail(vm)}");
-                }
-
-                first = vm.Exited;
-            }
-
-            if (first == vm.Exited)
-            {
-                throw new SandboxException($"VM exited while booting; console log: {paths.VmDirectory}/console.log{ConsoleTail(vm)}");
-            }
-
-            if (first != check)
-            {
-                throw new SandboxException(
-                    $"guest agent did not answer within {config.BootTimeoutSeconds}s; console log: {vm.ConsoleLogPath}{ConsoleTail(vm)}");
-            }
-
-            var health = await check;
             if (request.Timeline is { } timeline)
             {
                 var agentReadyMs = timeline.ElapsedMs(TimeProvider.System.GetTimestamp());
-                if (BootTimeline.KernelUpMs(timeline.ElapsedMs(vm.SpawnedAt), agentReadyMs, health.BootTimeMs) is { } kernelUpMs)
+                if (vm.RestoredFrom is not null)
+                {
+                    timeline.MarkAt(BootPhase.Restored, vm.RestoredAt);
+                }
+                else if (BootTimeline.KernelUpMs(timeline.ElapsedMs(vm.SpawnedAt), agentReadyMs, health.BootTimeMs) is { } kernelUpMs)
                 {
                     timeline.MarkElapsed(BootPhase.KernelUp, kernelUpMs);
                 }
@@ -153,6 +158,8 @@ public sealed partial class QemuSandbox : ISandbox
                     ShareMountTag = SandboxPaths.ShareMountTag,
                     ShareFstype = config.SharedFs == "virtio-fs" ? "virtiofs" : "9p",
                     ShareGuestPath = SandboxPaths.GuestSharePath,
+                    HostTimeUnixNano = vm.RestoredFrom is null ? 0 : (DateTime.UtcNow - DateTime.UnixEpoch).Ticks * 100,
+                    Entropy = vm.RestoredFrom is null ? Google.Protobuf.ByteString.Empty : Google.Protobuf.ByteString.CopyFrom(System.Security.Cryptography.RandomNumberGenerator.GetBytes(64)),
                 },
                 null,
                 boot.Token);
@@ -202,6 +209,74 @@ public sealed partial class QemuSandbox : ISandbox
             if (e is OperationCanceledException && !cancellationToken.IsCancellationRequested)
             {
                 throw new SandboxException($"guest agent did not answer within {config.BootTimeoutSeconds}s");
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>Templates live beside the pods' directories (a containerd id cannot start with a dot); a template
+    /// guest is ready to be saved once its agent answered Check.</summary>
+    private static VmTemplateOptions TemplateOptions(SandboxPaths paths, ILoggerFactory loggerFactory) => new(
+        new VmTemplateStore(Path.Combine(Path.GetDirectoryName(paths.Root)!, TemplatesDirectoryName)),
+        async (vm, ct) =>
+        {
+            var (connection, _, _) = await ConnectAgentAsync(vm, vm.SandboxId, TimeSpan.FromSeconds(Math.Max(5, vm.BootTimeoutSeconds)), loggerFactory, ct);
+            await connection.DisposeAsync();
+        });
+
+    /// <summary>Connects to the guest agent and waits for its answer to Check; a VM that dies or a silent agent is a
+    /// <see cref="SandboxException"/> naming the console's last lines.</summary>
+    private static async Task<(TtrpcClient Connection, AgentClient Agent, ShimV2.Agent.Protocol.V1.CheckResponse Health)> ConnectAgentAsync(
+        QemuVm vm, string sandboxId, TimeSpan deadline, ILoggerFactory loggerFactory, CancellationToken cancellationToken)
+    {
+        using var boot = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        boot.CancelAfter(deadline);
+        TtrpcClient? connection = null;
+        try
+        {
+            var stream = await vm.ConnectAgentAsync(boot.Token);
+            connection = new TtrpcClient(stream, loggerFactory.CreateLogger<TtrpcClient>());
+            var agent = new AgentClient(connection);
+            var check = agent.CheckAsync(new ShimV2.Agent.Protocol.V1.CheckRequest(), null, boot.Token);
+            var first = await Task.WhenAny(check, vm.Exited, Task.Delay(Timeout.Infinite, boot.Token));
+            if (first == check && check.IsFaulted)
+            {
+                // A guest that dies (panic, reset) drops the agent channel before QEMU's exit is seen: give the
+                // exit a moment to arrive, so the user gets the console's reason rather than a socket error.
+                await vm.Exited.WaitAsync(TimeSpan.FromSeconds(5), CancellationToken.None).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                if (!vm.Exited.IsCompleted)
+                {
+                    throw new SandboxException(
+                        $"lost the guest agent while booting ({check.Exception!.InnerException!.Message}); console log: {vm.ConsoleLogPath}{ConsoleTail(vm)}");
+                }
+
+                first = vm.Exited;
+            }
+
+            if (first == vm.Exited)
+            {
+                throw new SandboxException($"VM exited while booting; console log: {vm.ConsoleLogPath}{ConsoleTail(vm)}");
+            }
+
+            if (first != check)
+            {
+                throw new SandboxException(
+                    $"guest agent of {sandboxId} did not answer within {deadline.TotalSeconds:0}s; console log: {vm.ConsoleLogPath}{ConsoleTail(vm)}");
+            }
+
+            return (connection, agent, await check);
+        }
+        catch (Exception e)
+        {
+            if (connection is not null)
+            {
+                await connection.DisposeAsync();
+            }
+
+            if (e is OperationCanceledException && !cancellationToken.IsCancellationRequested)
+            {
+                throw new SandboxException($"guest agent of {sandboxId} did not answer within {deadline.TotalSeconds:0}s; console log: {vm.ConsoleLogPath}{ConsoleTail(vm)}");
             }
 
             throw;
@@ -362,6 +437,9 @@ public sealed partial class QemuSandbox : ISandbox
 
     [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId}: agent {AgentVersion} ready, guest kernel {Kernel}")]
     private static partial void LogAgentReady(ILogger logger, string sandboxId, string kernel, string agentVersion);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId}: the guest restored from VM template {Key} did not answer ({Reason}); discarding the template and booting cold")]
+    private static partial void LogRestoredGuestSilent(ILogger logger, string sandboxId, string key, string reason);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "sandbox {SandboxId}: launch failed: {Reason}")]
     private static partial void LogLaunchFailed(ILogger logger, string sandboxId, string reason);

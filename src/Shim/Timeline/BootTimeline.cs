@@ -8,6 +8,9 @@ public static class BootPhase
     public const string QemuSpawned = "qemu-spawned";
     public const string QmpReady = "qmp-ready";
     public const string KernelUp = "kernel-up";
+
+    /// <summary>In place of <see cref="KernelUp"/> when the VM was restored from a template: the guest continued.</summary>
+    public const string Restored = "restored";
     public const string AgentReady = "agent-ready";
     public const string SandboxConfigured = "sandbox-configured";
     public const string Created = "created";

@@ -100,6 +100,7 @@ internal sealed partial class AgentService
                 throw AgentException.FailedPrecondition($"this VM already runs sandbox {_sandboxId}, not {request.SandboxId}");
             }
 
+            RefreshRestoredGuest(request);
             if (request.Hostname.Length > 0)
             {
                 try
@@ -139,6 +140,36 @@ internal sealed partial class AgentService
         finally
         {
             _sandboxGate.Release();
+        }
+    }
+
+    /// <summary>A VM restored from a template wakes with the template's wall clock and RNG state: take the host's
+    /// time and random bytes before any container runs. A failure is logged, not fatal (the pod still works; its
+    /// clock or randomness is the template's, which the log says).</summary>
+    private void RefreshRestoredGuest(CreateSandboxRequest request)
+    {
+        if (request.HostTimeUnixNano != 0)
+        {
+            try
+            {
+                Libc.SetRealtimeClock(request.HostTimeUnixNano);
+            }
+            catch (IOException e)
+            {
+                LogRestoreRefreshFailed(_logger, "set the wall clock", e.Message);
+            }
+        }
+
+        if (request.Entropy.Length > 0)
+        {
+            try
+            {
+                Libc.AddEntropyAndReseed(request.Entropy.Span);
+            }
+            catch (IOException e)
+            {
+                LogRestoreRefreshFailed(_logger, "reseed the RNG", e.Message);
+            }
         }
     }
 
@@ -828,6 +859,9 @@ internal sealed partial class AgentService
 
     [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} created: hostname {Hostname}, share at {SharePath} (uptime {Uptime} s)")]
     private static partial void LogSandboxCreated(ILogger logger, string sandboxId, string hostname, string sharePath, string uptime);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "could not {What} of this restored VM: {Reason}")]
+    private static partial void LogRestoreRefreshFailed(ILogger logger, string what, string reason);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "sandbox {SandboxId} destroyed")]
     private static partial void LogSandboxDestroyed(ILogger logger, string sandboxId);
