@@ -103,11 +103,12 @@ internal sealed class FakeAgent(bool serveLogRecords = true)
     private TtrpcServiceDefinition.Builder Builder() =>
         TtrpcServiceDefinition.Create(AgentReflection.Descriptor.Services[0])
             .AddUnary<CheckRequest, CheckResponse>("Check", (r, c) => Task.FromResult(new CheckResponse()))
-            .AddUnary<CreateContainerRequest, CreateContainerResponse>("CreateContainer", (r, c) =>
+            .AddUnary<CreateContainerRequest, CreateContainerResponse>("CreateContainer", async (r, c) =>
             {
                 Calls.Enqueue($"create {r.ContainerId}");
+                await HangIfHungAsync(c);
                 var p = Add(r.ContainerId, string.Empty);
-                return Task.FromResult(new CreateContainerResponse { Pid = p.Pid });
+                return new CreateContainerResponse { Pid = p.Pid };
             })
             .AddUnary<GetOomEventRequest, OomEvent>("GetOomEvent", async (r, c) =>
                 new OomEvent { ContainerId = await OomEvents.Reader.ReadAsync(c.CancellationToken) })
