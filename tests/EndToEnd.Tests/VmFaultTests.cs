@@ -9,17 +9,37 @@ namespace ShimV2.EndToEnd.Tests;
 [Collection(ContainerdCollection.Name)]
 public sealed class VmFaultTests(ContainerdFixture fixture, ITestOutputHelper output)
 {
-    /// <summary>kill -9 of QEMU under a pod with a second container joined to it and an exec running: every process
-    /// of the pod gets its /tasks/exit (exec before its init), the exec's ctr ends, and both containers delete clean.</summary>
+    /// <summary>A pod of two containers, the second with a private host directory: first neither container reaches
+    /// the other's files (<see cref="ContainerIsolation"/>); then kill -9 of QEMU with an exec running: every process
+    /// of the pod gets its /tasks/exit (exec before its init), the exec's ctr ends, and both containers delete clean.
+    /// (One VM for both: the isolation checks need the same two-container pod.)</summary>
     [VmFact]
-    public Task Qemu_killed_exits_every_container_and_exec_of_the_pod() => Scenario.RunAsync(fixture, output, async s =>
+    public Task Pod_of_two_containers_isolates_their_files_and_qemu_killed_exits_every_container_and_exec() => Scenario.RunAsync(fixture, output, async s =>
     {
         var c = s.Containerd;
         await using var events = await s.EventsAsync();
         var pod = s.NewId("qkill");
         var second = s.NewId("qkill2");
-        await c.CtrOkAsync(Ctr.RunArgs(pod, ["-d"], "sleep", "1000"), Ctr.BootTimeout);
-        await c.CtrOkAsync(Ctr.RunArgs(second, ["-d", .. JoinPod(pod)], "sleep", "1000"), Ctr.BootTimeout);
+        var privateDir = Path.Combine(c.Directory, $"{second}-private");
+        Directory.CreateDirectory(privateDir);
+        try
+        {
+            await c.CtrOkAsync(Ctr.RunArgs(pod, ["-d"], "sleep", "1000"), Ctr.BootTimeout);
+            await c.CtrOkAsync(
+                Ctr.RunArgs(second, ["-d", "--mount", $"type=bind,src={privateDir},dst={ContainerIsolation.PrivatePath},options=rbind:rw", .. JoinPod(pod)], "sleep", "1002"),
+                Ctr.BootTimeout);
+            await ContainerIsolation.AssertUnreachableAsync(s, pod, second, privateDir);
+            await KillQemuUnderThePodAsync(s, events, pod, second);
+        }
+        finally
+        {
+            Directory.Delete(privateDir, recursive: true);
+        }
+    });
+
+    private static async Task KillQemuUnderThePodAsync(Scenario s, CtrEvents events, string pod, string second)
+    {
+        var c = s.Containerd;
         await using var exec = c.StartCtr(Ctr.ExecArgs(pod, "sleeper", "sleep", "1000"));
         await events.WaitForAsync(e => e.Topic == "/tasks/exec-started" && e.ProcessId == "sleeper", Ctr.EventTimeout, "/tasks/exec-started sleeper");
         Assert.Equal("RUNNING", (await c.TaskStatusAsync(second)).Status);
@@ -50,7 +70,7 @@ public sealed class VmFaultTests(ContainerdFixture fixture, ITestOutputHelper ou
         await c.CtrOkAsync(["containers", "delete", pod]);
         await HostState.AssertNothingLeftAsync(c, second);
         await HostState.AssertNothingLeftAsync(c, pod);
-    });
+    }
 
     /// <summary>
     /// A guest kernel panic (sysrq "c" from a privileged exec): the guest runs with panic=1 and QEMU with -no-reboot,

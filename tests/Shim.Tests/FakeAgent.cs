@@ -99,11 +99,12 @@ internal sealed class FakeAgent(bool serveLogRecords = true) : AgentApi.AgentBas
     public override Task<CheckResponse> Check(CheckRequest request, ServerCallContext context) =>
         Task.FromResult(new CheckResponse());
 
-    public override Task<CreateContainerResponse> CreateContainer(CreateContainerRequest request, ServerCallContext context)
+    public override async Task<CreateContainerResponse> CreateContainer(CreateContainerRequest request, ServerCallContext context)
     {
         Calls.Enqueue($"create {request.ContainerId}");
+        await HangIfHungAsync(context);
         var p = Add(request.ContainerId, string.Empty);
-        return Task.FromResult(new CreateContainerResponse { Pid = p.Pid });
+        return new CreateContainerResponse { Pid = p.Pid };
     }
 
     public override async Task<OomEvent> GetOomEvent(GetOomEventRequest request, ServerCallContext context) =>

@@ -228,6 +228,30 @@ public sealed class TaskServiceTests : IAsyncDisposable
         Assert.True(Service.ShutdownRequested.IsCompleted);
     }
 
+    /// <summary>A restarted containerd reconnects to a shim whose Create it cancelled and keeps it, task-less, for
+    /// ever: the shim exits by itself instead. A Create that fails while its caller waits leaves that to containerd.</summary>
+    [Fact]
+    public async Task A_create_its_caller_cancelled_shuts_the_empty_shim_down_and_a_plain_failure_does_not()
+    {
+        // A guest that does not answer: the Create fails at the agent deadline, its VM stopped, containerd still there.
+        _h.Launcher.AgentTimeout = TimeSpan.FromMilliseconds(300);
+        _h.Agent.Hung = true;
+        var failed = await Assert.ThrowsAsync<ShimException>(() => _h.CreateAsync("c0"));
+        Assert.Equal(ErrorKind.DeadlineExceeded, failed.Kind);
+        Assert.Equal(0, Service.ContainerCount);
+        Assert.False(Service.ShutdownRequested.IsCompleted);
+        _h.Agent.Hung = false;
+
+        _h.Launcher.Gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var caller = new CancellationTokenSource();
+        var (bundle, stdout) = _h.Bundle("c1");
+        var create = Service.CreateAsync(new CreateTaskRequest { Id = "c1", Bundle = bundle, Stdout = stdout }, caller.Token);
+        await caller.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => create);
+        Assert.Equal(0, Service.ContainerCount);
+        Assert.True(Service.ShutdownRequested.IsCompleted);
+    }
+
     private async Task StartedAsync(string id)
     {
         await _h.CreateAsync(id);

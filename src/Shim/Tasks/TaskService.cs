@@ -161,6 +161,15 @@ public sealed partial class TaskService : IAsyncDisposable
                 throw;
             }
         }
+        catch (Exception) when (cancellationToken.IsCancellationRequested && _containers.IsEmpty)
+        {
+            // containerd gave up on this Create (it went away, e.g. restarted, or the call's deadline passed) and the
+            // shim serves nothing else. No one will send it Delete or Shutdown: a restarted containerd reconnects to
+            // a shim without a task and keeps it forever. Exiting lets containerd clean up as after a dead shim.
+            LogCreateCancelled(_logger, request.Id);
+            _shutdown.TrySetResult();
+            throw;
+        }
         finally
         {
             _lifecycle.Release();
@@ -515,6 +524,9 @@ public sealed partial class TaskService : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId}: could not grow the VM to {Vcpus} vCPUs / {MemoryMiB} MiB: {Reason}")]
     private static partial void LogGrowFailed(ILogger logger, string sandboxId, int vcpus, int memoryMiB, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "the create of {Id} was cancelled by its caller and this shim holds no other container: shutting down")]
+    private static partial void LogCreateCancelled(ILogger logger, string id);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "shutdown requested with {Count} containers left")]
     private static partial void LogShutdown(ILogger logger, int count);
