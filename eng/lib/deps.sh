@@ -2,7 +2,6 @@
 # ensure_deps: installs the Debian packages the build, the tests and the demo need (root, Debian 12).
 # `apt-get update` runs only when something is missing. Source it, then call ensure_deps.
 # clang (compiler driver and linker front end) and zlib1g-dev are what NativeAOT links the shim and the agent with.
-# linux-source-6.1 and the rest of that line: what eng/kernel/build.sh builds the guest kernel from and with.
 
 if [[ -n "${_SHIMV2_DEPS_SH:-}" ]]; then return 0; fi
 _SHIMV2_DEPS_SH=1
@@ -16,7 +15,6 @@ SHIMV2_APT_PACKAGES=(
   containerd runc cpio kmod gcc make libc6-dev socat jq procps util-linux iproute2
   containernetworking-plugins
   clang zlib1g-dev
-  linux-source-6.1 bc flex bison libelf-dev libssl-dev
 )
 
 _pkg_installed() {
