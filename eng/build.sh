@@ -3,9 +3,9 @@
 #   1. apt packages (eng/lib/deps.sh, clang for NativeAOT among them; apt-get update only when something is missing)
 #   2. dotnet build ShimV2.sln -c Release (warnings are errors)
 #   3. dotnet publish of the shim (NativeAOT) -> artifacts/bin/containerd-shim-csharp-v1
-#   4. guest kernel + initrd -> artifacts/guest/{vmlinuz,vmlinux,initrd.img} (guest-agent/image/build.sh; it caches):
-#      Debian's kernel; GUEST_KERNEL=custom: our own, vmlinux only (eng/kernel/build.sh builds it once per machine,
-#      a long build, and caches it in /var/cache/csharp-shim/kernel)
+#   4. guest kernel + initrd -> artifacts/guest/{vmlinux,initrd.img} (guest-agent/image/build.sh; it caches): our own
+#      kernel (eng/kernel/build.sh builds it once per machine, a long build, and caches it in
+#      /var/cache/csharp-shim/kernel); GUEST_KERNEL=generic: Debian's, plus vmlinuz and its modules
 #   5. artifacts/config/qemu.json = hypervisor-configs/qemu.json with absolute kernel/initrd paths
 # Quiet unless something fails (VERBOSE=1 shows everything). Idempotent; fast when nothing changed.
 #

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds the guest VM image of the csharp runtime, with one of two kernels (GUEST_KERNEL):
-#   custom: our own kernel, eng/kernel/build.sh (Debian's linux-source-6.1 configured for this guest,
+#   custom (default): our own kernel, eng/kernel/build.sh (Debian's linux-source-6.1 configured for this guest,
 #                     everything built in; built once per machine and cached)
 #     OUTDIR/vmlinux      that kernel (ELF with a PVH entry note: QEMU boots it directly, under qboot)
 #     OUTDIR/initrd.img   gzip'd newc cpio: busybox, /init, csharp-agent, csharp-nsexec, glibc; no modules
-#   generic (default): Debian's kernel (linux-image-amd64) and its modules
+#   generic: Debian's kernel (linux-image-amd64) and its modules
 #     OUTDIR/vmlinuz      /boot/vmlinuz-<ver>, for the firmware boot (SeaBIOS)
 #     OUTDIR/vmlinux      the same kernel uncompressed, for the PVH boot
 #     OUTDIR/initrd.img   as above, plus the modules /init loads at boot and those the kernel loads on demand
@@ -16,7 +16,7 @@
 #   AGENT_BIN=/path        use this agent executable instead of `dotnet publish` of GuestAgent.csproj
 #   NSEXEC_BIN=/path       use this csharp-nsexec instead of `make -C guest-agent/native`
 #   NSEXEC_BIN=none        ship no csharp-nsexec (only for stand-in images)
-#   GUEST_KERNEL=custom|generic  the kernel (default generic; see above)
+#   GUEST_KERNEL=custom|generic  the kernel (default custom; see above)
 #   KERNEL_VERSION=<ver>   generic: use /boot/vmlinuz-<ver> and /lib/modules/<ver> (default: newest installed)
 #   EXTRA_MODULES="a b"    generic: more kernel modules to ship and load at boot (after the default list)
 #   ONDEMAND_MODULES="a b" generic: replaces the list of modules shipped for the kernel to load on demand
@@ -43,7 +43,7 @@ EXTRA_MODULES=${EXTRA_MODULES:-}
 EXTRA_LIBS=${EXTRA_LIBS:-}
 AGENT_BIN=${AGENT_BIN:-}
 NSEXEC_BIN=${NSEXEC_BIN:-}
-GUEST_KERNEL=${GUEST_KERNEL:-generic}
+GUEST_KERNEL=${GUEST_KERNEL:-custom}
 LIBDIR=lib/x86_64-linux-gnu
 case "$GUEST_KERNEL" in
 custom) [[ -z $EXTRA_MODULES && -z ${ONDEMAND_MODULES:-} && -z ${KERNEL_VERSION:-} ]] ||
