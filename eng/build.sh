@@ -3,7 +3,9 @@
 #   1. apt packages (eng/lib/deps.sh, clang for NativeAOT among them; apt-get update only when something is missing)
 #   2. dotnet build ShimV2.sln -c Release (warnings are errors)
 #   3. dotnet publish of the shim (NativeAOT) -> artifacts/bin/containerd-shim-csharp-v1
-#   4. guest kernel + initrd -> artifacts/guest/{vmlinuz,vmlinux,initrd.img} (guest-agent/image/build.sh; it caches)
+#   4. guest kernel + initrd -> artifacts/guest/{vmlinux,initrd.img} (guest-agent/image/build.sh; it caches): our own
+#      kernel (eng/kernel/build.sh builds it once per machine, a long build, and caches it in
+#      /var/cache/csharp-shim/kernel); GUEST_KERNEL=generic: Debian's, plus vmlinuz and its modules
 #   5. artifacts/config/qemu.json = hypervisor-configs/qemu.json with absolute kernel/initrd paths
 # Quiet unless something fails (VERBOSE=1 shows everything). Idempotent; fast when nothing changed.
 #
@@ -20,7 +22,7 @@ for a in "$@"; do
     --no-deps) do_deps=0 ;;
     --no-sln) do_sln=0 ;;
     --no-guest) do_guest=0 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) die "unknown argument: $a (see --help)" ;;
   esac
 done
@@ -59,16 +61,15 @@ if (( do_guest )); then
   [[ -f guest-agent/image/build.sh ]] || die "guest-agent/image/build.sh is missing (use --no-guest to skip the guest image)"
   run_quiet "guest image (guest-agent/image/build.sh)" bash guest-agent/image/build.sh "$ARTIFACTS/guest" \
     || die "guest image build failed"
-  for f in vmlinuz initrd.img; do
-    [[ -s "$ARTIFACTS/guest/$f" ]] || die "guest image build did not produce $ARTIFACTS/guest/$f"
-  done
+  [[ -s "$ARTIFACTS/guest/initrd.img" ]] || die "guest image build did not produce $ARTIFACTS/guest/initrd.img"
 
   src_cfg=hypervisor-configs/qemu.json
   [[ -f "$src_cfg" ]] || die "$src_cfg is missing"
   mkdir -p "$ARTIFACTS/config"
   out_cfg="$ARTIFACTS/config/qemu.json"
   tmp_cfg="$(mktemp "$out_cfg.XXXXXX")"
-  # The kernel the config names (vmlinux: the PVH boot; vmlinuz: the generic one), from the fresh guest image.
+  # The kernel the config names (vmlinux: the PVH boot; vmlinuz: the generic kernel's firmware boot), from the fresh
+  # guest image.
   kernel_file="$(jq -r '.kernelPath | split("/") | last' "$src_cfg")" || die "could not read $src_cfg (is it valid JSON?)"
   [[ -s "$ARTIFACTS/guest/$kernel_file" ]] || die "$src_cfg names kernel $kernel_file, which the guest image build did not produce"
   jq --arg k "$ARTIFACTS/guest/$kernel_file" --arg i "$ARTIFACTS/guest/initrd.img" \

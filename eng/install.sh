@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the runtime on this node from artifacts/ (run eng/build.sh first):
 #   ROOT/usr/local/bin/containerd-shim-csharp-v1         the shim (containerd finds it on PATH by runtime type)
-#   ROOT/usr/share/csharp-shim/{vmlinuz,vmlinux,initrd.img} the guest kernel (compressed; uncompressed for PVH) and initramfs
+#   ROOT/usr/share/csharp-shim/{vmlinux,initrd.img}      the guest kernel (PVH ELF) and initramfs; with a generic-kernel
+#                                                        image (GUEST_KERNEL=generic eng/build.sh) also vmlinuz
+#   ROOT/usr/share/csharp-shim/image.manifest            which kernel the image has, and what it was built from
 #   ROOT/etc/containerd-shim-csharp/qemu.json            the hypervisor config (kept if it already exists)
 # It does not edit containerd's config: the README shows the runtime handler to add.
 #
@@ -13,7 +15,7 @@
 #                   (/usr/share/csharp-shim/...), as DESTDIR does for `make install`.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-usage() { sed -n '8,13p' "$0" >&2; exit 2; }
+usage() { sed -n '10,15p' "$0" >&2; exit 2; }
 
 root=/ staging=0
 while (( $# )); do
@@ -28,9 +30,10 @@ done
 root="${root%/}"
 
 art="${ARTIFACTS:-$here/artifacts}"
-for f in bin/containerd-shim-csharp-v1 guest/vmlinuz guest/initrd.img; do
+for f in bin/containerd-shim-csharp-v1 guest/initrd.img; do
   [[ -s "$art/$f" ]] || { echo "install: $art/$f is missing: run eng/build.sh first" >&2; exit 1; }
 done
+[[ -s "$art/guest/vmlinux" || -s "$art/guest/vmlinuz" ]] || { echo "install: $art/guest has no kernel: run eng/build.sh first" >&2; exit 1; }
 command -v jq >/dev/null || { echo "install: jq is not installed (apt-get install jq)" >&2; exit 1; }
 # shellcheck source=lib/virtiofsd.sh
 source "$here/eng/lib/virtiofsd.sh"
@@ -41,16 +44,19 @@ runtime_share="$share"
 (( staging )) && runtime_share=/usr/share/csharp-shim
 install -d -m 0755 "$bin" "$share" "$etc"
 install -m 0755 "$art/bin/containerd-shim-csharp-v1" "$bin/containerd-shim-csharp-v1"
-install -m 0644 "$art/guest/vmlinuz" "$share/vmlinuz"
-# The uncompressed PVH kernel the default config boots (absent when the kernel has no PVH entry).
-if [[ -s "$art/guest/vmlinux" ]]; then install -m 0644 "$art/guest/vmlinux" "$share/vmlinux"; fi
+# The PVH kernel the default config boots; the generic kernel's image also has vmlinuz (for the firmware boot). A
+# kernel the new image lacks goes, so an old one is never booted with this initrd.
+for k in vmlinux vmlinuz; do
+  if [[ -s "$art/guest/$k" ]]; then install -m 0644 "$art/guest/$k" "$share/$k"; else rm -f "$share/$k"; fi
+done
 install -m 0644 "$art/guest/initrd.img" "$share/initrd.img"
+if [[ -f "$art/guest/image.manifest" ]]; then install -m 0644 "$art/guest/image.manifest" "$share/image.manifest"; fi
 if [[ -e "$etc/qemu.json" ]]; then
   echo "install: keeping existing $etc/qemu.json (the shipped default is $here/hypervisor-configs/qemu.json)"
 else
   tmp="$(mktemp "$etc/.qemu.json.XXXXXX")"
   kernel_file="$(jq -r '.kernelPath | split("/") | last' "$here/hypervisor-configs/qemu.json")"
-  [[ -s "$share/$kernel_file" ]] || kernel_file=vmlinuz
+  [[ -s "$share/$kernel_file" ]] || kernel_file=$( [[ -s "$share/vmlinux" ]] && echo vmlinux || echo vmlinuz )
   if ! jq --arg k "$runtime_share/$kernel_file" --arg i "$runtime_share/initrd.img" \
       '.kernelPath = $k | .initrdPath = $i' "$here/hypervisor-configs/qemu.json" >"$tmp"; then
     rm -f "$tmp"
@@ -69,4 +75,4 @@ if (( ! staging )); then
     exit 1
   fi
 fi
-echo "installed: $bin/containerd-shim-csharp-v1, $share/{vmlinuz,vmlinux,initrd.img}, $etc/qemu.json"
+echo "installed: $bin/containerd-shim-csharp-v1, $share ($(sed -n 's/^guest-kernel: //p' "$share/image.manifest" 2>/dev/null || echo unknown) kernel), $etc/qemu.json"

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Builds the guest VM image of the csharp runtime:
-#   OUTDIR/vmlinuz        the Debian kernel (/boot/vmlinuz-<ver>), for the generic firmware boot
-#   OUTDIR/vmlinux        the same kernel uncompressed (ELF with a PVH entry note): QEMU boots it directly,
-#                         without SeaBIOS's linux loader and the emulated xz decompression (the default config's)
-#   OUTDIR/initrd.img     gzip'd newc cpio: busybox, /init, csharp-agent, csharp-nsexec, glibc, modules
-#   OUTDIR/image.manifest the hash of every input; a rebuild is skipped while it matches
+# Builds the guest VM image of the csharp runtime, with one of two kernels (GUEST_KERNEL):
+#   custom (default): our own kernel, eng/kernel/build.sh (Debian's linux-source-6.1 configured for this guest,
+#                     everything built in; built once per machine and cached)
+#     OUTDIR/vmlinux      that kernel (ELF with a PVH entry note: QEMU boots it directly, under qboot)
+#     OUTDIR/initrd.img   gzip'd newc cpio: busybox, /init, csharp-agent, csharp-nsexec, glibc; no modules
+#   generic: Debian's kernel (linux-image-amd64) and its modules
+#     OUTDIR/vmlinuz      /boot/vmlinuz-<ver>, for the firmware boot (SeaBIOS)
+#     OUTDIR/vmlinux      the same kernel uncompressed, for the PVH boot
+#     OUTDIR/initrd.img   as above, plus the modules /init loads at boot and those the kernel loads on demand
+#   OUTDIR/image.manifest which kernel, and the hash of every input; a rebuild is skipped while it matches
 #
 # Usage: guest-agent/image/build.sh OUTDIR
 #
@@ -12,9 +16,10 @@
 #   AGENT_BIN=/path        use this agent executable instead of `dotnet publish` of GuestAgent.csproj
 #   NSEXEC_BIN=/path       use this csharp-nsexec instead of `make -C guest-agent/native`
 #   NSEXEC_BIN=none        ship no csharp-nsexec (only for stand-in images)
-#   KERNEL_VERSION=<ver>   use /boot/vmlinuz-<ver> and /lib/modules/<ver> (default: newest installed)
-#   EXTRA_MODULES="a b"    more kernel modules to ship and load at boot (after the default list)
-#   ONDEMAND_MODULES="a b" replaces the list of modules shipped for the kernel to load on demand
+#   GUEST_KERNEL=custom|generic  the kernel (default custom; see above)
+#   KERNEL_VERSION=<ver>   generic: use /boot/vmlinuz-<ver> and /lib/modules/<ver> (default: newest installed)
+#   EXTRA_MODULES="a b"    generic: more kernel modules to ship and load at boot (after the default list)
+#   ONDEMAND_MODULES="a b" generic: replaces the list of modules shipped for the kernel to load on demand
 #   EXTRA_LIBS="x y"       more shared libraries (paths or sonames) to ship, e.g. libssl.so.3
 #   SOURCE_DATE_EPOCH=N    mtime of every file in the initramfs (default 0)
 #   FORCE=1                rebuild even when image.manifest matches
@@ -38,8 +43,16 @@ EXTRA_MODULES=${EXTRA_MODULES:-}
 EXTRA_LIBS=${EXTRA_LIBS:-}
 AGENT_BIN=${AGENT_BIN:-}
 NSEXEC_BIN=${NSEXEC_BIN:-}
+GUEST_KERNEL=${GUEST_KERNEL:-custom}
 LIBDIR=lib/x86_64-linux-gnu
+case "$GUEST_KERNEL" in
+custom) [[ -z $EXTRA_MODULES && -z ${ONDEMAND_MODULES:-} && -z ${KERNEL_VERSION:-} ]] ||
+	die "EXTRA_MODULES, ONDEMAND_MODULES and KERNEL_VERSION apply to GUEST_KERNEL=generic (the custom kernel has no modules)" ;;
+generic) ;;
+*) die "GUEST_KERNEL=$GUEST_KERNEL: expected custom or generic" ;;
+esac
 
+# Generic kernel only (the custom one has all of them built in: eng/kernel/guest.config).
 # Loaded by /init in this order (modprobe pulls in dependencies). virtio_blk and virtio_net are not
 # needed by the agent itself but are what block-device rootfs and pod networking will need; virtio_balloon
 # sends the host free-page reports (the config's freePageReporting), so freed guest memory leaves QEMU's RSS.
@@ -92,9 +105,12 @@ build_agent=1 build_native=1
 [[ -z $NSEXEC_BIN ]] || build_native=0
 
 need=()
-for p in linux-image-amd64 busybox-static cpio kmod gzip xz-utils; do
+for p in busybox-static cpio gzip xz-utils; do
 	dpkg_installed "$p" || need+=("$p")
 done
+if [[ $GUEST_KERNEL == generic ]]; then
+	for p in linux-image-amd64 kmod; do dpkg_installed "$p" || need+=("$p"); done
+fi
 if ((build_native)); then
 	for p in make gcc libc6-dev; do dpkg_installed "$p" || need+=("$p"); done
 fi
@@ -116,21 +132,14 @@ done
 [[ -n $BUSYBOX ]] || die "no statically linked busybox found (busybox-static)"
 
 # ---------------------------------------------------------------------------------------------
-# Kernel: the newest version in /lib/modules that has a matching /boot/vmlinuz.
+# Kernel. Custom: eng/kernel/build.sh's cached vmlinux (it builds it when the cache lacks it), no modules.
+# Generic: the newest version in /lib/modules that has a matching /boot/vmlinuz, and its modules.
 KVER=${KERNEL_VERSION:-}
-if [[ -z $KVER ]]; then
-	while read -r v; do
-		if [[ -f /boot/vmlinuz-$v ]]; then KVER=$v; break; fi
-	done < <(find /lib/modules -mindepth 1 -maxdepth 1 -type d -name '*-amd64' -printf '%f\n' | sort -rV)
-fi
-[[ -n $KVER ]] || die "no kernel found: need /lib/modules/<ver> and /boot/vmlinuz-<ver>"
-KERNEL=/boot/vmlinuz-$KVER
-MODDIR=/lib/modules/$KVER
-[[ -f $KERNEL && -d $MODDIR ]] || die "kernel $KVER: $KERNEL or $MODDIR missing"
-
-# Modules and their dependencies (modinfo -F depends, recursively).
 declare -A MOD_FILE=()
 MOD_MISSING=()
+MOD_FILES=()
+
+# Modules and their dependencies (modinfo -F depends, recursively).
 resolve_module() {
 	local m=$1 f dep
 	f=$(modinfo -k "$KVER" -F filename "$m" 2>/dev/null | head -n1) || f=
@@ -141,9 +150,31 @@ resolve_module() {
 	deps=$(modinfo -k "$KVER" -F depends "$m" 2>/dev/null | head -n1)
 	for dep in ${deps//,/ }; do resolve_module "$dep"; done
 }
-for m in "${MODULES[@]}" "${ONDEMAND_MODULES[@]}"; do resolve_module "$m"; done
-((${#MOD_MISSING[@]} == 0)) || log "warning: kernel $KVER lacks modules: ${MOD_MISSING[*]} (init will skip them)"
-mapfile -t MOD_FILES < <(printf '%s\n' "${!MOD_FILE[@]}" | sort)
+
+custom_kernel() {
+	KERNEL=$("$REPO_ROOT/eng/kernel/build.sh") || die "building the custom guest kernel failed (GUEST_KERNEL=generic uses Debian's)"
+	[[ -f $KERNEL ]] || die "eng/kernel/build.sh printed no kernel ($KERNEL)"
+	KVER=$(sed -n 's/^kernelrelease //p' "$(dirname "$KERNEL")/version")
+	[[ -n $KVER ]] || die "$(dirname "$KERNEL")/version names no kernel release"
+	MODULES=() ONDEMAND_MODULES=()
+}
+
+generic_kernel() {
+	if [[ -z $KVER ]]; then
+		while read -r v; do
+			if [[ -f /boot/vmlinuz-$v ]]; then KVER=$v; break; fi
+		done < <(find /lib/modules -mindepth 1 -maxdepth 1 -type d -name '*-amd64' -printf '%f\n' | sort -rV)
+	fi
+	[[ -n $KVER ]] || die "no kernel found: need /lib/modules/<ver> and /boot/vmlinuz-<ver>"
+	KERNEL=/boot/vmlinuz-$KVER
+	MODDIR=/lib/modules/$KVER
+	[[ -f $KERNEL && -d $MODDIR ]] || die "kernel $KVER: $KERNEL or $MODDIR missing"
+	for m in "${MODULES[@]}" "${ONDEMAND_MODULES[@]}"; do resolve_module "$m"; done
+	((${#MOD_MISSING[@]} == 0)) || log "warning: kernel $KVER lacks modules: ${MOD_MISSING[*]} (init will skip them)"
+	mapfile -t MOD_FILES < <(printf '%s\n' "${!MOD_FILE[@]}" | sort)
+}
+
+if [[ $GUEST_KERNEL == custom ]]; then custom_kernel; else generic_kernel; fi
 
 # Shared libraries by soname (or path): the first match in the multiarch directories.
 find_lib() {
@@ -184,6 +215,7 @@ hash_tree() { # every file under the given repo dirs, minus build output
 hash_file() { printf '%s  %s\n' "$(sha256sum <"$2" | cut -d' ' -f1)" "$1"; }
 
 {
+	echo "setting guest-kernel=$GUEST_KERNEL"
 	echo "setting kernel-version=$KVER"
 	echo "setting source-date-epoch=$SOURCE_DATE_EPOCH"
 	echo "setting modules=${MODULES[*]}"
@@ -220,15 +252,20 @@ INPUT_HASH=$(sha256sum <"$WORK/inputs" | cut -d' ' -f1)
 
 MANIFEST=$OUTDIR/image.manifest
 output_hash() { sha256sum <"$OUTDIR/$1" | cut -d' ' -f1; }
-if [[ ${FORCE:-0} != 1 && -f $MANIFEST && -f $OUTDIR/vmlinuz && -f $OUTDIR/initrd.img ]] &&
-	grep -qx "input-hash: $INPUT_HASH" "$MANIFEST" &&
-	grep -qx "output $(output_hash vmlinuz)  vmlinuz" "$MANIFEST" &&
-	grep -qx "output $(output_hash initrd.img)  initrd.img" "$MANIFEST" &&
-	{ ! grep -q '  vmlinux$' "$MANIFEST" || { [[ -f $OUTDIR/vmlinux ]] && grep -qx "output $(output_hash vmlinux)  vmlinux" "$MANIFEST"; }; }; then
+outputs_match() { # every output the manifest lists is there, unchanged; the kernel and initrd among them
+	local name n=0
+	grep -q '  initrd.img$' "$MANIFEST" && grep -qE '  vmlinu[xz]$' "$MANIFEST" || return 1
+	while read -r name; do
+		[[ -f $OUTDIR/$name ]] && grep -qx "output $(output_hash "$name")  $name" "$MANIFEST" || return 1
+		n=$((n + 1))
+	done < <(sed -n 's/^output [0-9a-f]*  //p' "$MANIFEST")
+	((n > 0))
+}
+if [[ ${FORCE:-0} != 1 && -f $MANIFEST ]] && grep -qx "input-hash: $INPUT_HASH" "$MANIFEST" && outputs_match; then
 	echo "guest image up to date ($OUTDIR, input hash ${INPUT_HASH:0:16})"
 	exit 0
 fi
-log "building guest image in $OUTDIR (kernel $KVER, input hash ${INPUT_HASH:0:16})"
+log "building guest image in $OUTDIR ($GUEST_KERNEL kernel $KVER, input hash ${INPUT_HASH:0:16})"
 
 # ---------------------------------------------------------------------------------------------
 # The agent and the native helper.
@@ -308,15 +345,18 @@ for f in "${scan[@]}"; do
 	while read -r name path; do copy_lib "$path" "$name"; done <"$WORK/deps"
 done
 
-# Kernel modules with a depmod-generated modules.dep.
-for f in "${MOD_FILES[@]}"; do
-	install -D -m 0644 "$f" "${f#/}"
-done
-for f in modules.order modules.builtin modules.builtin.modinfo; do
-	if [[ -f $MODDIR/$f ]]; then install -m 0644 "$MODDIR/$f" "${MODDIR#/}/$f"; fi
-done
-depmod -b "$ROOT" "$KVER"
-printf '%s\n' "${MODULES[@]}" >etc/csharp-agent/modules
+# Kernel modules (generic kernel) with a depmod-generated modules.dep, and the list /init loads; without that
+# list /init loads nothing.
+if [[ $GUEST_KERNEL == generic ]]; then
+	for f in "${MOD_FILES[@]}"; do
+		install -D -m 0644 "$f" "${f#/}"
+	done
+	for f in modules.order modules.builtin modules.builtin.modinfo; do
+		if [[ -f $MODDIR/$f ]]; then install -m 0644 "$MODDIR/$f" "${MODDIR#/}/$f"; fi
+	done
+	depmod -b "$ROOT" "$KVER"
+	printf '%s\n' "${MODULES[@]}" >etc/csharp-agent/modules
+fi
 
 # /etc
 cat >etc/passwd <<'EOF'
@@ -352,32 +392,37 @@ find . -mindepth 1 -printf '%P\0' | sort -z |
 	cpio --null -o -H newc --reproducible -R 0:0 --quiet | gzip -n -9 >"$WORK/initrd.img"
 cd "$WORK"
 
-install -m 0644 "$KERNEL" "$WORK/vmlinuz"
-
-# The uncompressed kernel, as the kernel's scripts/extract-vmlinux finds it: the payload after the first xz or gzip
-# magic that decompresses to an ELF. Debian builds with CONFIG_PVH=y, so QEMU enters it through its PVH note.
-extract_vmlinux() { # extract_vmlinux BZIMAGE OUT
-	local magic tool offset
-	for magic in '\xfd7zXZ\x00:xz' '\x1f\x8b\x08:gzip'; do
-		tool=${magic##*:}
-		while read -r offset; do
-			tail -c +$((offset + 1)) "$1" | "$tool" -dc >"$2" 2>/dev/null || true
-			[[ $(head -c 4 "$2" | od -An -tx1 | tr -d ' ') == 7f454c46 ]] && return 0
-		done < <(grep -obUaP "${magic%:*}" "$1" | cut -d: -f1)
-	done
-	return 1
-}
-if grep -qx 'CONFIG_PVH=y' "/boot/config-$KVER" 2>/dev/null && extract_vmlinux "$KERNEL" "$WORK/vmlinux"; then
-	chmod 0644 "$WORK/vmlinux"
+if [[ $GUEST_KERNEL == custom ]]; then
+	install -m 0644 "$KERNEL" "$WORK/vmlinux"
 else
-	log "warning: no PVH kernel from $KERNEL (needs CONFIG_PVH=y and an xz or gzip payload); only vmlinuz is built"
-	rm -f "$WORK/vmlinux"
+	install -m 0644 "$KERNEL" "$WORK/vmlinuz"
+
+	# The uncompressed kernel, as the kernel's scripts/extract-vmlinux finds it: the payload after the first xz or gzip
+	# magic that decompresses to an ELF. Debian builds with CONFIG_PVH=y, so QEMU enters it through its PVH note.
+	extract_vmlinux() { # extract_vmlinux BZIMAGE OUT
+		local magic tool offset
+		for magic in '\xfd7zXZ\x00:xz' '\x1f\x8b\x08:gzip'; do
+			tool=${magic##*:}
+			while read -r offset; do
+				tail -c +$((offset + 1)) "$1" | "$tool" -dc >"$2" 2>/dev/null || true
+				[[ $(head -c 4 "$2" | od -An -tx1 | tr -d ' ') == 7f454c46 ]] && return 0
+			done < <(grep -obUaP "${magic%:*}" "$1" | cut -d: -f1)
+		done
+		return 1
+	}
+	if grep -qx 'CONFIG_PVH=y' "/boot/config-$KVER" 2>/dev/null && extract_vmlinux "$KERNEL" "$WORK/vmlinux"; then
+		chmod 0644 "$WORK/vmlinux"
+	else
+		log "warning: no PVH kernel from $KERNEL (needs CONFIG_PVH=y and an xz or gzip payload); only vmlinuz is built"
+		rm -f "$WORK/vmlinux"
+	fi
 fi
 {
 	echo "# csharp guest image; rebuilt by guest-agent/image/build.sh when the input hash changes"
 	echo "input-hash: $INPUT_HASH"
 	echo "kernel: $KVER"
-	echo "output $(sha256sum <"$WORK/vmlinuz" | cut -d' ' -f1)  vmlinuz"
+	echo "guest-kernel: $GUEST_KERNEL"
+	[[ ! -f $WORK/vmlinuz ]] || echo "output $(sha256sum <"$WORK/vmlinuz" | cut -d' ' -f1)  vmlinuz"
 	echo "output $(sha256sum <"$WORK/initrd.img" | cut -d' ' -f1)  initrd.img"
 	[[ ! -f $WORK/vmlinux ]] || echo "output $(sha256sum <"$WORK/vmlinux" | cut -d' ' -f1)  vmlinux"
 	echo "# initramfs: $(find "$ROOT" -mindepth 1 | wc -l) entries, $(du -sb "$ROOT" | cut -f1) bytes unpacked"
@@ -385,8 +430,8 @@ fi
 	cat "$WORK/inputs"
 } >"$WORK/image.manifest"
 rm -f "$MANIFEST"
-mv -f "$WORK/vmlinuz" "$OUTDIR/vmlinuz"
+if [[ -f $WORK/vmlinuz ]]; then mv -f "$WORK/vmlinuz" "$OUTDIR/vmlinuz"; else rm -f "$OUTDIR/vmlinuz"; fi
 if [[ -f $WORK/vmlinux ]]; then mv -f "$WORK/vmlinux" "$OUTDIR/vmlinux"; else rm -f "$OUTDIR/vmlinux"; fi
 mv -f "$WORK/initrd.img" "$OUTDIR/initrd.img"
 mv -f "$WORK/image.manifest" "$MANIFEST"
-log "done: $OUTDIR/vmlinuz, $OUTDIR/initrd.img ($(du -h "$OUTDIR/initrd.img" | cut -f1))"
+log "done: $GUEST_KERNEL kernel $KVER in $OUTDIR, $OUTDIR/initrd.img ($(du -h "$OUTDIR/initrd.img" | cut -f1))"

@@ -45,6 +45,10 @@ public sealed class CriInstallTests(ITestOutputHelper output)
                     await using var pod = await CriPod.RunAsync(client, s, "cri-installed");
                     var app = await pod.StartContainerAsync("app", "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done");
                     Assert.Equal("installed\n", await pod.ExecOkAsync(app, "echo", "installed"));
+                    // The pod runs the kernel the installed image's manifest names (what `check` reports).
+                    var release = File.ReadLines(Path.Combine(root, "usr", "share", "csharp-shim", "image.manifest"))
+                        .Single(l => l.StartsWith("kernel: ", StringComparison.Ordinal))["kernel: ".Length..];
+                    Assert.Equal(release + "\n", await pod.ExecOkAsync(app, "uname", "-r"));
                     Assert.NotEqual(File.ReadAllText("/proc/sys/kernel/random/boot_id").Trim(),
                         (await pod.ExecOkAsync(app, "cat", "/proc/sys/kernel/random/boot_id")).Trim());
 

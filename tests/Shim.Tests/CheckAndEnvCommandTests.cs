@@ -33,6 +33,7 @@ public sealed class CheckAndEnvCommandTests : IDisposable
         Assert.Equal("pods can start on this host with this config", lines[^1]);
         Assert.Matches(@"^ok   qemu         /usr/bin/qemu-system-x86_64: QEMU emulator version \d+\.\d+", lines[1]);
         Assert.Contains("virtio-serial-pci", lines[2], StringComparison.Ordinal);
+        Assert.Matches(@"^ok   kernel       /\S+/vmlinux \(\d+\.\d MiB\): (custom|generic) kernel 6\.1\.\S+$", lines[3]);
         Assert.Matches(@"^(ok|warn) +accelerator +(tcg|kvm): \S", lines[5]);
         if (!File.Exists("/dev/kvm"))
         {
@@ -57,6 +58,20 @@ public sealed class CheckAndEnvCommandTests : IDisposable
         Assert.Contains("fail kernel       kernel not found: /nonexistent/vmlinuz\n", stdout, StringComparison.Ordinal);
         Assert.EndsWith("a pod could not start on this host with this config\n", stdout, StringComparison.Ordinal);
         Assert.Single(stdout.Split('\n'), l => l.StartsWith("fail", StringComparison.Ordinal));
+    }
+
+    [BuiltConfigFact]
+    public async Task Check_names_the_kernel_the_guest_image_manifest_beside_it_says()
+    {
+        var kernel = Path.Combine(_dir, "vmlinux");
+        await File.WriteAllBytesAsync(kernel, new byte[3 * 1048576 / 2]);
+        await File.WriteAllTextAsync(Path.Combine(_dir, "image.manifest"), "# csharp guest image\ninput-hash: 00\nkernel: 6.1.192-csharp\nguest-kernel: custom\n");
+        var config = WriteConfig(c => c["kernelPath"] = kernel);
+
+        var (code, stdout, stderr) = await RunAsync("check", "--config", config, "--containerd-address", Path.Combine(_dir, "none.sock"));
+
+        Assert.Equal((0, ""), (code, stderr));
+        Assert.Contains($"\nok   kernel       {kernel} (1.5 MiB): custom kernel 6.1.192-csharp\n", stdout, StringComparison.Ordinal);
     }
 
     [BuiltConfigFact]

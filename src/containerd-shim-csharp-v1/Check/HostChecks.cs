@@ -23,7 +23,7 @@ internal static class HostChecks
         yield return qemuItem;
         var transport = Transport(config, out var transportItem);
         yield return Devices(config, devices, transport);
-        yield return Readable("kernel", config.KernelPath, required: true);
+        yield return Kernel(config.KernelPath);
         yield return Readable("initrd", config.InitrdPath, required: false);
         yield return Accelerator(config);
         yield return transportItem;
@@ -82,6 +82,15 @@ internal static class HostChecks
         return missing.Count == 0
             ? CheckItem.Ok("devices", string.Join(' ', needed))
             : CheckItem.Fail("devices", $"qemu lacks {string.Join(", ", missing)} (has {string.Join(' ', needed.Except(missing))})");
+    }
+
+    /// <summary>The kernel is readable, and which one it is when its guest image's manifest says.</summary>
+    private static CheckItem Kernel(string path)
+    {
+        var item = Readable("kernel", path, required: true);
+        return item.Status == CheckStatus.Ok && GuestImageManifest.DescribeKernel(path) is { } kernel
+            ? CheckItem.Ok(item.Name, $"{item.Detail}: {kernel}")
+            : item;
     }
 
     private static CheckItem Readable(string name, string path, bool required)

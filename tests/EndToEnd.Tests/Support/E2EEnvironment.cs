@@ -53,7 +53,8 @@ public static class E2EEnvironment
 
     public static string ShimBinary => Path.Combine(Artifacts, "bin", "containerd-shim-csharp-v1");
 
-    public static string GuestKernel => Path.Combine(Artifacts, "guest", "vmlinuz");
+    /// <summary>The PVH kernel every guest image has (the generic kernel's image also has vmlinuz).</summary>
+    public static string GuestKernel => Path.Combine(Artifacts, "guest", "vmlinux");
 
     public static string GuestInitrd => Path.Combine(Artifacts, "guest", "initrd.img");
 

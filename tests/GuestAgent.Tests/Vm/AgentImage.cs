@@ -16,7 +16,10 @@ public static class AgentImage
             ? dir
             : Path.Combine(RepoRoot() ?? "/nonexistent", "artifacts", "guest-image");
 
-    public static string Kernel => Path.Combine(Directory, "vmlinuz");
+    /// <summary>The PVH kernel (the custom kernel's image has only that), else the generic image's bzImage.</summary>
+    public static string Kernel => File.Exists(Path.Combine(Directory, "vmlinux"))
+        ? Path.Combine(Directory, "vmlinux")
+        : Path.Combine(Directory, "vmlinuz");
 
     public static string Initrd => Path.Combine(Directory, "initrd.img");
 
