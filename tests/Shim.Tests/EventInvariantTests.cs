@@ -388,6 +388,9 @@ public sealed class EventInvariantTests
                         byProcess[init].Any(e => e.Topic == EventTopics.TaskOom && e.Index < initExit),
                         $"{init}: OOM-killed but no TaskOOM before its exit");
                 }
+
+                // The test OOM-kills a container at most once; the queue's entry and the exit's flag are one kill.
+                Require(byProcess[init].Count(e => e.Topic == EventTopics.TaskOom) <= 1, $"{init}: more than one TaskOOM for one OOM kill");
             }
         }
     }

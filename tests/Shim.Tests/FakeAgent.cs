@@ -49,10 +49,10 @@ internal sealed class FakeAgent(bool serveLogRecords = true) : AgentApi.AgentBas
     public Channel<string> OomEvents { get; } = Channel.CreateUnbounded<string>();
 
     /// <summary>An OOM as the guest sees it: queued when it happens, then the process dies of it.</summary>
-    public void Oom(string containerId, uint status = 137)
+    public void Oom(string containerId, string execId = "", uint status = 137)
     {
         OomEvents.Writer.TryWrite(containerId);
-        Process(containerId).End(status, oom: true);
+        Process(containerId, execId).End(status, oom: true);
     }
 
     /// <summary>A hung guest: ExecProcess and SignalProcess are taken and never answered.</summary>

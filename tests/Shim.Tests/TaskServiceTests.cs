@@ -195,6 +195,42 @@ public sealed class TaskServiceTests : IAsyncDisposable
         Assert.Equal(137u, (await _h.Events.ExpectAsync<TaskExit>(EventTopics.TaskExit)).ExitStatus);
     }
 
+    /// <summary>One OOM kill reaches the shim twice (the agent's OOM queue and the exit's flag), in either order:
+    /// containerd gets one TaskOOM per kill, before the exit, and an OOM with no exit (a child killed) still gets one.</summary>
+    [Fact]
+    public async Task An_OOM_kill_seen_by_the_queue_and_the_exit_is_one_TaskOOM()
+    {
+        await StartedAsync("c1");
+
+        await StartExecAsync("c1", "e1");
+        _h.Agent.Process("c1", "e1").End(137, oom: true);
+        await _h.Events.ExpectAsync<TaskOOM>(EventTopics.TaskOom);
+        Assert.Equal("e1", (await _h.Events.ExpectAsync<TaskExit>(EventTopics.TaskExit)).Id);
+        _h.Agent.OomEvents.Writer.TryWrite("c1"); // the same kill, queued late
+
+        await StartExecAsync("c1", "e2");
+        _h.Agent.Oom("c1", "e2"); // a second kill, queued before its exit
+        await _h.Events.ExpectAsync<TaskOOM>(EventTopics.TaskOom);
+        Assert.Equal("e2", (await _h.Events.ExpectAsync<TaskExit>(EventTopics.TaskExit)).Id);
+
+        _h.Agent.OomEvents.Writer.TryWrite("c1"); // a third kill that ended no watched process
+        await _h.Events.ExpectAsync<TaskOOM>(EventTopics.TaskOom);
+        Assert.Equal(3, _h.Events.Seen.Count(e => e.Topic == EventTopics.TaskOom));
+    }
+
+    private async Task StartExecAsync(string id, string execId)
+    {
+        await Service.ExecAsync(new Containerd.Task.V2.ExecProcessRequest
+        {
+            Id = id,
+            ExecId = execId,
+            Spec = new Any { TypeUrl = "types.containerd.io/opencontainers/runtime-spec/1/Process", Value = ByteString.CopyFromUtf8("""{"args":["true"]}""") },
+        });
+        Assert.Equal(execId, (await _h.Events.ExpectAsync<TaskExecAdded>(EventTopics.TaskExecAdded)).ExecId);
+        await Service.StartAsync(new StartRequest { Id = id, ExecId = execId }, CancellationToken.None);
+        Assert.Equal(execId, (await _h.Events.ExpectAsync<TaskExecStarted>(EventTopics.TaskExecStarted)).ExecId);
+    }
+
     [Fact]
     public async Task Stats_are_cgroup_metrics_of_the_hosts_kind_and_pids_are_guest_pids()
     {

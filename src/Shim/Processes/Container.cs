@@ -6,7 +6,9 @@ namespace ShimV2.Shim.Processes;
 /// <summary>A container of the pod: its bundle, init process and execs.</summary>
 public sealed class Container(string id, string bundle, BundleSpec spec, string rootfsOnHost)
 {
-    private int _oomForwarded;
+    private readonly Lock _oomLock = new();
+    private int _oomFromQueueUnmatched;
+    private int _oomFromExitUnmatched;
     private InitProcess? _init;
 
     public string Id { get; } = id;
@@ -41,9 +43,40 @@ public sealed class Container(string id, string bundle, BundleSpec spec, string 
         : Execs.TryGetValue(execId, out var exec) ? exec
         : throw Errors.ExecNotFound(Id, execId);
 
-    /// <summary>The agent's OOM queue reported an OOM of this container (TaskOOM was published as it happened).</summary>
-    internal void NoteOomForwarded() => Interlocked.Exchange(ref _oomForwarded, 1);
+    // One OOM kill reaches the shim twice, in either order: as the agent's OOM queue entry and as the exit's
+    // "OOM killed". Each side publishes TaskOOM only when the other has not already done so for that kill, and
+    // publishes under the lock, so an exit that finds its TaskOOM already sent cannot overtake it.
 
-    /// <summary>An exit said "OOM killed": true when no TaskOOM went out for it yet (the exit must bring one).</summary>
-    internal bool TakeOomForExit() => Interlocked.Exchange(ref _oomForwarded, 0) == 0;
+    /// <summary>The agent's OOM queue reported an OOM of this container: <paramref name="publish"/> runs unless an
+    /// exit already brought this kill's TaskOOM.</summary>
+    internal void OomFromQueue(Action publish)
+    {
+        lock (_oomLock)
+        {
+            if (_oomFromExitUnmatched > 0)
+            {
+                _oomFromExitUnmatched--;
+                return;
+            }
+
+            _oomFromQueueUnmatched++;
+            publish();
+        }
+    }
+
+    /// <summary>An exit said "OOM killed": <paramref name="publish"/> runs unless the queue already brought it.</summary>
+    internal void OomAtExit(Action publish)
+    {
+        lock (_oomLock)
+        {
+            if (_oomFromQueueUnmatched > 0)
+            {
+                _oomFromQueueUnmatched--;
+                return;
+            }
+
+            _oomFromExitUnmatched++;
+            publish();
+        }
+    }
 }

@@ -271,9 +271,9 @@ public abstract partial class ShimProcess
             var exit = await Environment.Sandbox.Agent.WaitProcessAsync(
                 new WaitProcessRequest { ContainerId = ContainerId, ExecId = ExecId }, null, CancellationToken.None);
             status = exit.ExitStatus;
-            if (exit.OomKilled && Container.TakeOomForExit())
+            if (exit.OomKilled)
             {
-                Environment.Events.Publish(EventTopics.TaskOom, new TaskOOM { ContainerId = ContainerId });
+                Container.OomAtExit(() => Environment.Events.Publish(EventTopics.TaskOom, new TaskOOM { ContainerId = ContainerId }));
             }
         }
         catch (Exception e)

@@ -439,9 +439,11 @@ public sealed partial class TaskService : IAsyncDisposable
                 var oom = await sandbox.Agent.GetOomEventAsync(new GetOomEventRequest(), null, CancellationToken.None);
                 if (_containers.TryGetValue(oom.ContainerId, out var container) && container.Init.State is not (ProcessStateKind.Stopped or ProcessStateKind.Deleted))
                 {
-                    container.NoteOomForwarded();
-                    _events.Publish(EventTopics.TaskOom, new TaskOOM { ContainerId = oom.ContainerId });
-                    LogOom(_logger, oom.ContainerId);
+                    container.OomFromQueue(() =>
+                    {
+                        _events.Publish(EventTopics.TaskOom, new TaskOOM { ContainerId = oom.ContainerId });
+                        LogOom(_logger, oom.ContainerId);
+                    });
                 }
             }
         }
