@@ -12,13 +12,15 @@
 #   4. stdio throughput in MiB/s: `ctr task exec ID cat` with M MiB in and out, and `head -c M MiB /dev/zero`
 #      (stdout only). Each figure includes the exec's own start-up.
 #   5. our boot timeline: the median of each phase the shim logs (`phase NAME at MS ms`) over the runs of 1.
+#   Our runtime runs twice: `csharp` with the shipped config (pods restored from a VM template) and `csharp-cold`
+#   with the same config but useTemplate off (every pod boots), for 1, 3 and 5 only.
 # Through CRI (a second private containerd with its CRI plugin, CNI bridge; eng/lib/cri.sh), per runtime handler:
 #   6. RunPodSandbox, and CreateContainer + StartContainer of a busybox `sleep`: medians of N pods (eng/bench/CriBench);
 #      ours and runc (gVisor's CRI road is its own shim, which Debian does not package).
 #   7. density (BENCH_DENSITY=K > 0): K idle pods of ours started one after another and kept alive, then an ExecSync in
 #      each; how many answer, MemAvailable's drop per pod, PSS per pod.
 #
-# usage: eng/bench/run.sh [--no-build] [--runtimes "csharp runc runsc"] [--no-cri] [--markdown FILE] [--readme]
+# usage: eng/bench/run.sh [--no-build] [--runtimes "csharp csharp-cold runc runsc"] [--no-cri] [--markdown FILE] [--readme]
 #   --markdown FILE  also write the results as Markdown to FILE
 #   --readme         also put them into README.md, between <!-- bench:begin --> and <!-- bench:end -->
 #   BENCH_N=5 (repetitions of 1, 2 and 6)   BENCH_MIB=100 (size for 4)   BENCH_TIMEOUT=300 (seconds per ctr command)
@@ -30,7 +32,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib/cri.sh"
 cd "$REPO_ROOT"
 
 do_build=1 do_cri=1 markdown="" readme=0
-runtimes="csharp runc runsc"
+runtimes="csharp csharp-cold runc runsc"
 while (( $# )); do
   case "$1" in
     --no-build) do_build=0 ;;
@@ -53,7 +55,7 @@ TIMED_RUNS="$N"; [[ -z "${BENCH_STDIO_ONLY:-}" ]] || { TIMED_RUNS=0; do_cri=0; }
 if (( do_build )); then "$REPO_ROOT/eng/build.sh" --no-sln; fi
 cfg="$ARTIFACTS/config/qemu.json"
 real_shim="$ARTIFACTS/bin/containerd-shim-csharp-v1"
-if [[ " $runtimes " == *" csharp "* ]]; then
+if [[ " $runtimes " == *" csharp"* ]]; then
   [[ -x "$real_shim" && -f "$cfg" ]] || die "$real_shim or $cfg missing: run eng/build.sh"
 fi
 real_runc_shim="$(command -v containerd-shim-runc-v2 || true)"
@@ -93,6 +95,10 @@ EOF
 if [[ -x "$real_shim" ]]; then make_wrapper containerd-shim-csharp-v1 "$real_shim" "$work/start-csharp.us"; fi
 if [[ -n "$real_runc_shim" ]]; then make_wrapper containerd-shim-runc-v2 "$real_runc_shim" "$work/start-runc.us"; fi
 
+if [[ -f "$cfg" ]]; then
+  python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); c["useTemplate"] = False; json.dump(c, open(sys.argv[2], "w"), indent=2)' \
+    "$cfg" "$work/qemu-cold.json"
+fi
 CTRD_PATH_PREFIX="$work/wrap" containerd_start
 import_busybox
 img="$BUSYBOX_IMAGE_REF_DEFAULT"
@@ -106,11 +112,12 @@ fi
 runtime_args() { # csharp|runc|runsc
   case "$1" in
     csharp) echo "--runtime io.containerd.csharp.v1 --runtime-config-path $cfg" ;;
+    csharp-cold) echo "--runtime io.containerd.csharp.v1 --runtime-config-path $work/qemu-cold.json" ;;
     runc) echo "--runtime io.containerd.runc.v2" ;;
     runsc) echo "--runtime io.containerd.runc.v2 --runc-binary $work/runsc-ctr" ;;
   esac
 }
-shim_of() { [[ "$1" == csharp ]] && echo csharp || echo runc; } # whose start wrapper log a runtime's starts land in
+shim_of() { [[ "$1" == csharp* ]] && echo csharp || echo runc; } # whose start wrapper log a runtime's starts land in
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) { print "nan"; exit } if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 # pss_tree_kib PID: the proportional set size of PID and all its descendants.
@@ -142,11 +149,20 @@ shim_pid() {
   echo 0
 }
 
-declare -A RUN_MS START_US SHIM_RSS QEMU_RSS POD_PSS CAT_MIBS OUT_MIBS CRI_SB_MS CRI_CT_MS CRI_PSS NULL_MIBS PIPE_MIBS NOTES PHASE_MS
+stop_and_delete() { # ID
+  tctr tasks kill -s SIGKILL "$1" >/dev/null 2>&1 || true
+  local deadline=$(( $(now_ms) + 60000 ))
+  until [[ "$(tctr tasks ls | awk -v id="$1" '$1 == id { print $3 }')" == STOPPED ]] || (( $(now_ms) > deadline )); do sleep 0.1; done
+  tctr tasks delete "$1" >/dev/null 2>&1 || true
+  tctr containers delete "$1" >/dev/null 2>&1 || true
+}
+
+declare -A RUN_MS START_US SHIM_RSS QEMU_RSS POD_PSS CAT_MIBS OUT_MIBS CRI_SB_MS CRI_CT_MS CRI_PSS NULL_MIBS PIPE_MIBS NOTES PHASE_MS COLD_PHASE_MS
 head -c "$((MIB * 1024 * 1024))" /dev/urandom >"$work/data"
 want_sum="$(sha256sum <"$work/data" | cut -d' ' -f1)"
 
 for rt in $runtimes; do
+  log_from=$(( $(wc -l <"$CTRD_LOG") + 1 ))
   log "$rt: warm-up run"
   # shellcheck disable=SC2046
   tctr run --rm $(runtime_args "$rt") "$img" "$(uniq_id "$rt")" true </dev/null >/dev/null 2>"$work/err" \
@@ -163,12 +179,15 @@ for rt in $runtimes; do
   RUN_MS[$rt]="$(printf '%s\n' "${times[@]}" | median)"
   START_US[$rt]="$(median <"$work/start-$(shim_of "$rt").us")"
   log "$rt: ctr run --rm true: ${times[*]} ms; shim start: $(tr '\n' ' ' <"$work/start-$(shim_of "$rt").us")us"
-  if [[ "$rt" == csharp ]]; then
+  if [[ "$rt" == csharp* ]]; then
     # The timeline of the runs above (and the warm-up's): every phase line our shim wrote to containerd's log.
-    phase_order="$( (grep -oE 'phase [a-z-]+ at' "$CTRD_LOG" || true) | awk '!seen[$2]++ { printf "%s ", $2 }')"
-    for p in $phase_order; do
-      PHASE_MS[$p]="$(grep -oE "phase $p at [0-9]+ ms" "$CTRD_LOG" | awk '{ print $4 }' | median)"
+    tail -n "+$log_from" "$CTRD_LOG" >"$work/phases.log"
+    order="$( (grep -oE 'phase [a-z-]+ at' "$work/phases.log" || true) | awk '!seen[$2]++ { printf "%s ", $2 }')"
+    for p in $order; do
+      ms="$(grep -oE "phase $p at [0-9]+ ms" "$work/phases.log" | awk '{ print $4 }' | median)"
+      if [[ "$rt" == csharp ]]; then PHASE_MS[$p]="$ms"; else COLD_PHASE_MS[$p]="$ms"; fi
     done
+    if [[ "$rt" == csharp ]]; then phase_order="$order"; else cold_phase_order="$order"; fi
   fi
 
   id="$(uniq_id "$rt")"
@@ -179,11 +198,15 @@ for rt in $runtimes; do
   spid="$(shim_pid "$id" "$tpid")"
   SHIM_RSS[$rt]="$(rss_kib "$spid")"
   POD_PSS[$rt]="$(pss_tree_kib "$spid")"
-  if [[ "$rt" == csharp ]]; then
+  if [[ "$rt" == csharp* ]]; then
     QEMU_RSS[$rt]="$(rss_kib "$tpid")"   # the task pid of our runtime is the pod's QEMU
     [[ "$(cat "/proc/$tpid/comm" 2>/dev/null)" == qemu* ]] || NOTES[$rt]+="task pid $tpid is not QEMU; "
   fi
   log "$rt: task pid $tpid, shim pid $spid"
+  if [[ "$rt" == csharp-cold ]]; then
+    stop_and_delete "$id"
+    continue # stdio does not depend on how the VM started: measured once, with the shipped config
+  fi
 
   t0=$(now_ms)
   got_sum="$(tctr tasks exec --exec-id cat "$id" cat <"$work/data" | sha256sum | cut -d' ' -f1)"
@@ -205,11 +228,7 @@ for rt in $runtimes; do
   PIPE_MIBS[$rt]="$(awk -v m="$MIB" -v ms="$(( $(now_ms) - t0 ))" 'BEGIN { printf "%.1f", m * 1000 / ms }')"
   log "$rt: cat ${CAT_MIBS[$rt]}, head ${OUT_MIBS[$rt]}, head >/dev/null ${NULL_MIBS[$rt]}, head | cat >/dev/null ${PIPE_MIBS[$rt]} MiB/s"
 
-  tctr tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true
-  deadline=$(( $(now_ms) + 60000 ))
-  until [[ "$(tctr tasks ls | awk -v id="$id" '$1 == id { print $3 }')" == STOPPED ]] || (( $(now_ms) > deadline )); do sleep 0.1; done
-  tctr tasks delete "$id" >/dev/null 2>&1 || true
-  tctr containers delete "$id" >/dev/null 2>&1 || true
+  stop_and_delete "$id"
 done
 
 
@@ -217,7 +236,7 @@ if (( do_cri )); then
   containerd_stop
   # gVisor's CRI road is its own shim (containerd-shim-runsc-v1, which Debian does not package): under the runc shim
   # a pod's containers each get a sandbox of their own and StartContainer hangs. So CRI compares ours with runc.
-  cri_runtimes="${runtimes/runsc/}"
+  cri_runtimes="${runtimes/runsc/}"; cri_runtimes="${cri_runtimes/csharp-cold/}"
   log "CRI: a private containerd with its CRI plugin (handlers: $cri_runtimes)"
   cri_start
   dotnet build "$REPO_ROOT/eng/bench/CriBench/CriBench.csproj" -c Release --nologo -v q -o "$work/cribench" >"$work/cribench.log" 2>&1 \
@@ -250,9 +269,15 @@ row() { # NAME FMT VALUE_csharp VALUE_runc VALUE_runsc
 has() { [[ " $runtimes " == *" $1 "* ]]; }
 v() { local -n arr="$1"; has "$2" && echo "${arr[$2]:-}" || echo ""; }
 row "\`ctr run --rm true\` (median of $N)" fmt_ms "$(v RUN_MS csharp)" "$(v RUN_MS runc)" "$(v RUN_MS runsc)"
+if has csharp-cold; then
+  row "\`ctr run --rm true\`, every VM booted (no template)" fmt_ms "$(v RUN_MS csharp-cold)" "$(v RUN_MS runc)" "$(v RUN_MS runsc)"
+fi
 row "shim \`start\` invocation (median of $N)" fmt_us "$(v START_US csharp)" "$(v START_US runc)" "$(v START_US runsc)"
 row "shim daemon VmRSS, 1 pod" fmt_kib "$(v SHIM_RSS csharp)" "$(v SHIM_RSS runc)" "$(v SHIM_RSS runsc)"
 row "QEMU VmRSS, 1 idle pod" fmt_kib "$(v QEMU_RSS csharp)" "" ""
+if has csharp-cold; then
+  row "QEMU VmRSS, 1 idle pod, VM booted (no template)" fmt_kib "$(v QEMU_RSS csharp-cold)" "" ""
+fi
 row "pod PSS (shim and all under it), ctr" fmt_kib "$(v POD_PSS csharp)" "$(v POD_PSS runc)" "$(v POD_PSS runsc)"
 row "exec \`cat\` ${MIB} MiB in and out (MiB/s)" fmt_n "$(v CAT_MIBS csharp)" "$(v CAT_MIBS runc)" "$(v CAT_MIBS runsc)"
 row "exec \`head -c ${MIB}M\` out (MiB/s)" fmt_n "$(v OUT_MIBS csharp)" "$(v OUT_MIBS runc)" "$(v OUT_MIBS runsc)"
@@ -269,11 +294,15 @@ fi
 machine="containerd $(containerd --version | awk '{ print $3 }'), $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $( [[ -e /dev/kvm ]] && echo '/dev/kvm present (auto decides)' || echo 'no KVM: QEMU uses TCG'), BENCH_N=$N, BENCH_MIB=$MIB, $(date -u +%F)"
 echo
 echo "$machine"
-printf '%-44s %12s %12s %12s %12s %12s\n' "metric" "csharp" "runc" "runsc" "csharp/runc" "runsc/runc"
-for r in "${rows[@]}"; do IFS='|' read -r a b c d e f <<<"$r"; printf '%-44s %12s %12s %12s %12s %12s\n' "$a" "$b" "$c" "$d" "$e" "$f"; done
+printf '%-52s %12s %12s %12s %12s %12s\n' "metric" "csharp" "runc" "runsc" "csharp/runc" "runsc/runc"
+for r in "${rows[@]}"; do IFS='|' read -r a b c d e f <<<"$r"; printf '%-52s %12s %12s %12s %12s %12s\n' "$a" "$b" "$c" "$d" "$e" "$f"; done
 if [[ -n "${phase_order:-}" ]]; then
   echo; echo "our boot timeline, median ms since the shim began the sandbox (ctr run): "
   for p in $phase_order; do printf '  %-22s %8s ms\n' "$p" "${PHASE_MS[$p]}"; done
+fi
+if [[ -n "${cold_phase_order:-}" ]]; then
+  echo; echo "the same, every VM booted (no template): "
+  for p in $cold_phase_order; do printf '  %-22s %8s ms\n' "$p" "${COLD_PHASE_MS[$p]}"; done
 fi
 if [[ -n "${D_STARTED:-}" ]]; then
   echo; echo "density: $D_STARTED of $DENSITY idle pods started, $D_ANSWERING answered ExecSync; MemAvailable dropped $(( D_DROP / 1024 )) MiB ($(( D_DROP / 1024 / (D_STARTED > 0 ? D_STARTED : 1) )) MiB/pod); PSS $(( D_PSS / 1024 / (D_STARTED > 0 ? D_STARTED : 1) )) MiB/pod${D_FAIL:+; first failure: $D_FAIL}"
@@ -297,6 +326,14 @@ md="$work/bench.md"
     echo "| $(echo $phase_order | sed 's/ / | /g') |"
     echo "|$(for _ in $phase_order; do printf -- '---|'; done)"
     echo "| $(for p in $phase_order; do printf '%s | ' "${PHASE_MS[$p]}"; done | sed 's/ | $//') |"
+  fi
+  if [[ -n "${cold_phase_order:-}" ]]; then
+    echo
+    echo "The same, every VM booted (no template):"
+    echo
+    echo "| $(echo $cold_phase_order | sed 's/ / | /g') |"
+    echo "|$(for _ in $cold_phase_order; do printf -- '---|'; done)"
+    echo "| $(for p in $cold_phase_order; do printf '%s | ' "${COLD_PHASE_MS[$p]}"; done | sed 's/ | $//') |"
   fi
   if [[ -n "${D_STARTED:-}" ]]; then
     echo
