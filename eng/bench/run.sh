@@ -25,6 +25,7 @@
 #   --readme         also put them into README.md, between <!-- bench:begin --> and <!-- bench:end -->
 #   BENCH_N=5 (repetitions of 1, 2 and 6)   BENCH_MIB=100 (size for 4)   BENCH_TIMEOUT=300 (seconds per ctr command)
 #   BENCH_DENSITY=0 (pods for 7; 0 skips it)   BENCH_STDIO_ONLY=1 (one warm-up run, no timings of 1-2, no CRI)
+#   BENCH_CPU=1 (log the CPU seconds each stdio run cost the shim and each thread of the pod's QEMU)
 # Runs as root (private containerds); builds first (eng/build.sh --no-sln) unless --no-build. Installs runsc (Debian's
 # package) when it is asked for and missing.
 set -euo pipefail
@@ -131,6 +132,25 @@ pss_tree_kib() {
   for p in $pids; do total=$(( total + $(awk '/^Pss:/ { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0) )); done
   echo "$total"
 }
+# thread_ticks PID: "TID COMM TICKS" for each thread of PID (user + system clock ticks).
+thread_ticks() {
+  local t
+  for t in /proc/"$1"/task/*; do
+    awk '{ sub(/^[^(]*\(/, ""); comm = $0; sub(/\).*$/, "", comm); gsub(/ /, "_", comm); sub(/^.*\) /, "");
+           print FILENAME, comm, $12 + $13 }' "$t/stat" 2>/dev/null | sed 's|/proc/[0-9]*/task/\([0-9]*\)/stat|\1|'
+  done
+}
+# cpu_mark NAME PID...: remembers each thread's ticks; cpu_report NAME MS PID...: logs what each used since, in seconds.
+cpu_mark() { local name="$1" p; shift; [[ -n "${BENCH_CPU:-}" ]] || return 0; for p; do thread_ticks "$p"; done >"$work/cpu-$name"; }
+cpu_report() {
+  local name="$1" ms="$2" p; shift 2; [[ -n "${BENCH_CPU:-}" ]] || return 0
+  for p; do thread_ticks "$p"; done | awk -v hz="$(getconf CLK_TCK)" -v ms="$ms" -v name="$name" '
+    NR == FNR { before[$1] = $3; next }
+    { used = ($3 - before[$1]) / hz; if (used > 0) { by[$2] += used; total += used } }
+    END { line = sprintf("cpu %s (%.2f s wall): %.2f s:", name, ms / 1000, total); for (c in by) line = line sprintf(" %s %.2f", c, by[c]); print line }
+  ' "$work/cpu-$name" - >&2
+}
+
 uniq_id() { echo "bench-$1-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')"; }
 tctr() { timeout -s KILL "$TMO" ctr --address "$CTRD_SOCK" --namespace "$CTRD_NS" "$@"; }
 
@@ -208,15 +228,19 @@ for rt in $runtimes; do
     continue # stdio does not depend on how the VM started: measured once, with the shipped config
   fi
 
+  cpu_mark cat "$tpid" "$spid"
   t0=$(now_ms)
   got_sum="$(tctr tasks exec --exec-id cat "$id" cat <"$work/data" | sha256sum | cut -d' ' -f1)"
   ms=$(( $(now_ms) - t0 ))
+  cpu_report cat "$ms" "$tpid" "$spid"
   [[ "$got_sum" == "$want_sum" ]] || NOTES[$rt]+="cat returned different bytes; "
   CAT_MIBS[$rt]="$(awk -v m="$MIB" -v ms="$ms" 'BEGIN { printf "%.1f", m * 1000 / ms }')"
 
+  cpu_mark out "$tpid" "$spid"
   t0=$(now_ms)
   got="$(tctr tasks exec --exec-id out "$id" head -c "$((MIB * 1024 * 1024))" /dev/zero </dev/null | wc -c)"
   ms=$(( $(now_ms) - t0 ))
+  cpu_report out "$ms" "$tpid" "$spid"
   [[ "$got" == "$((MIB * 1024 * 1024))" ]] || NOTES[$rt]+="stdout gave $got bytes; "
   OUT_MIBS[$rt]="$(awk -v m="$MIB" -v ms="$ms" 'BEGIN { printf "%.1f", m * 1000 / ms }')"
 

@@ -137,7 +137,7 @@ public class StdioTests
         var stdin = new StdinWriter(new SafeFd(w), closeOnClose: true);
         var data = new byte[256 * 1024]; // more than a pipe holds: the write blocks until the reader drains it
         Array.Fill(data, (byte)'a');
-        var write = stdin.WriteAsync(data, CancellationToken.None);
+        var write = stdin.WriteAsync(data, 0, CancellationToken.None);
         var close = stdin.CloseAsync();
         Assert.False(close.IsCompleted);
 
@@ -148,9 +148,41 @@ public class StdioTests
         await close.WaitAsync(Timeout);
         Assert.Equal(data.Length, all.Length);
 
-        var e = await Assert.ThrowsAsync<AgentException>(() => stdin.WriteAsync("late"u8.ToArray(), CancellationToken.None));
+        var e = await Assert.ThrowsAsync<AgentException>(() => stdin.WriteAsync("late"u8.ToArray(), data.Length, CancellationToken.None));
         Assert.Equal(TtrpcStatusCode.FailedPrecondition, e.Code);
         await stdin.CloseAsync(); // twice is fine
+    }
+
+    [Fact]
+    public async Task Stdin_writes_that_arrive_out_of_order_reach_the_process_in_offset_order()
+    {
+        var (r, w) = Libc.Pipe();
+        using var stdin = new StdinWriter(new SafeFd(w), closeOnClose: true);
+        var third = stdin.WriteAsync("three"u8.ToArray(), 6, CancellationToken.None);
+        var second = stdin.WriteAsync("two "u8.ToArray(), 2, CancellationToken.None);
+        Assert.False(third.IsCompleted);
+        Assert.False(second.IsCompleted);
+        Assert.Equal(2, await stdin.WriteAsync("1 "u8.ToArray(), 0, CancellationToken.None));
+        await Task.WhenAll(second, third).WaitAsync(Timeout);
+        await stdin.CloseAsync();
+
+        using var reader = new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(r, ownsHandle: true), FileAccess.Read);
+        Assert.Equal("1 two three", await new StreamReader(reader).ReadToEndAsync().WaitAsync(Timeout));
+    }
+
+    [Fact]
+    public async Task After_a_failed_stdin_write_the_writes_waiting_behind_it_fail_too()
+    {
+        var (r, w) = Libc.Pipe();
+        Libc.close(r);
+        using var stdin = new StdinWriter(new SafeFd(w), closeOnClose: true);
+        var later = stdin.WriteAsync("later"u8.ToArray(), 1, CancellationToken.None);
+        var first = await Assert.ThrowsAsync<AgentException>(() => stdin.WriteAsync("x"u8.ToArray(), 0, CancellationToken.None));
+        var second = await Assert.ThrowsAsync<AgentException>(() => later.WaitAsync(Timeout));
+        Assert.Equal(TtrpcStatusCode.FailedPrecondition, second.Code);
+        Assert.Equal(first.Message, second.Message);
+        var again = await Assert.ThrowsAsync<AgentException>(() => stdin.WriteAsync("x"u8.ToArray(), 0, CancellationToken.None));
+        Assert.Equal(TtrpcStatusCode.FailedPrecondition, again.Code);
     }
 
     [Fact]
@@ -159,7 +191,7 @@ public class StdioTests
         var (r, w) = Libc.Pipe();
         Libc.close(r);
         using var stdin = new StdinWriter(new SafeFd(w), closeOnClose: true);
-        var e = await Assert.ThrowsAsync<AgentException>(() => stdin.WriteAsync("x"u8.ToArray(), CancellationToken.None));
+        var e = await Assert.ThrowsAsync<AgentException>(() => stdin.WriteAsync("x"u8.ToArray(), 0, CancellationToken.None));
         Assert.Equal(TtrpcStatusCode.FailedPrecondition, e.Code);
         Assert.Contains("broken pipe", e.Message, StringComparison.Ordinal);
     }

@@ -8,17 +8,18 @@ namespace ShimV2.GuestAgent.Tests;
 public class WriteStreamParserTests
 {
     [Theory]
-    [InlineData("c1", "", 0)]
-    [InlineData("c1", "e1", 1)]
-    [InlineData("pod-ü", "exec", 300)]
-    [InlineData("c", "e", 1 << 20)]
-    public void WriteStdin_requests_read_as_the_protobuf_parser_reads_them(string container, string exec, int data)
+    [InlineData("c1", "", 0, 0UL)]
+    [InlineData("c1", "e1", 1, 1UL)]
+    [InlineData("pod-ü", "exec", 300, 5_000_000_000UL)]
+    [InlineData("c", "e", 1 << 20, 1UL << 20)]
+    public void WriteStdin_requests_read_as_the_protobuf_parser_reads_them(string container, string exec, int data, ulong offset)
     {
         var sent = new WriteStreamRequest
         {
             ContainerId = container,
             ExecId = exec,
             Data = ByteString.CopyFrom(Enumerable.Range(0, data).Select(i => (byte)(i * 7)).ToArray()),
+            Offset = offset,
         };
 
         Assert.Equal(sent, WriteStreamParser.Parse(sent.ToByteArray()));

@@ -142,8 +142,8 @@ public sealed class StdioForwarderTests : IDisposable
                 }
             }
 
-            // The FIFO (1 MiB) and the two chunks the shim may hold (1 MiB each), with room for a page's rounding.
-            Assert.InRange(sent.Count, 1 << 20, 3 << 20);
+            // The FIFO (1 MiB) and the chunks in flight (up to 1 MiB each), with room for a page's rounding.
+            Assert.InRange(sent.Count, 1 << 20, (1 + StdioForwarder.Window) << 20);
             guest.Gate.SetResult();
         }
         finally
@@ -174,6 +174,25 @@ public sealed class StdioForwarderTests : IDisposable
     }
 
     [Fact]
+    public async Task Stdout_answered_out_of_order_reaches_the_fifo_in_stream_order()
+    {
+        var chunks = Enumerable.Range(1, 50).Select(i => Pattern(i * 1013)).ToList();
+        var guest = new ShufflingGuest(chunks);
+        var stdout = Fifo("stdout");
+        await using var io = new StdioForwarder(new StdioConfig("", stdout, "", false), guest, NullLogger.Instance, "t");
+        io.Start();
+
+        await using var client = new FileStream(stdout, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1);
+        var expected = chunks.SelectMany(c => c).ToArray();
+        var received = new byte[expected.Length];
+        await client.ReadExactlyAsync(received).AsTask().WaitAsync(Timeout);
+
+        Assert.Equal(expected, received);
+        await io.OutputDrained.WaitAsync(Timeout);
+        Assert.Equal(StdioForwarder.Window, guest.MostInFlight);
+    }
+
+    [Fact]
     public async Task A_client_that_does_not_read_stdout_stops_the_copy_instead_of_filling_the_shim()
     {
         var guest = new RecordingGuest { EndlessOutput = Pattern(64 * 1024) };
@@ -193,8 +212,8 @@ public sealed class StdioForwarderTests : IDisposable
                 await Task.Delay(500);
             }
 
-            // The FIFO (1 MiB), the chunk being written and the one read ahead.
-            Assert.InRange(reads * 64 * 1024, 1 << 20, (1 << 20) + (3 * 64 * 1024));
+            // The FIFO (1 MiB), the chunk being written and the window's reads ahead.
+            Assert.InRange(reads * 64 * 1024, 1 << 20, (1 << 20) + ((StdioForwarder.Window + 2) * 64 * 1024));
         }
         finally
         {
@@ -249,10 +268,13 @@ public sealed class StdioForwarderTests : IDisposable
         public short Revents;
     }
 
-    /// <summary>A guest process's stdin: records what it is given, in order, and when it is closed.</summary>
+    /// <summary>
+    /// A guest process's stdio: records the stdin it is given by offset (writes in flight may run in any order) and
+    /// when it is closed; answers stdout reads in order.
+    /// </summary>
     private sealed class RecordingGuest : IGuestStdio
     {
-        private readonly List<byte> _received = [];
+        private readonly SortedDictionary<long, byte[]> _received = [];
         private int _outputReads;
 
         /// <summary>When set, writes wait for it.</summary>
@@ -271,15 +293,21 @@ public sealed class StdioForwarderTests : IDisposable
 
         public int OutputReads => Volatile.Read(ref _outputReads);
 
-        public Task<ReadOnlyMemory<byte>> ReadStdoutAsync(CancellationToken cancellationToken)
+        public Task<GuestOutput> ReadStdoutAsync(CancellationToken cancellationToken)
         {
             var n = Interlocked.Increment(ref _outputReads);
-            return Task.FromResult<ReadOnlyMemory<byte>>(EndlessOutput ?? (n <= Output.Count ? Output[n - 1] : []));
+            if (EndlessOutput is { } endless)
+            {
+                return Task.FromResult(new GuestOutput(endless, (long)(n - 1) * endless.Length));
+            }
+
+            var offset = Output.Take(n - 1).Sum(c => (long)c.Length);
+            return Task.FromResult(new GuestOutput(n <= Output.Count ? Output[n - 1] : ReadOnlyMemory<byte>.Empty, offset));
         }
 
-        public Task<ReadOnlyMemory<byte>> ReadStderrAsync(CancellationToken cancellationToken) => Task.FromResult(ReadOnlyMemory<byte>.Empty);
+        public Task<GuestOutput> ReadStderrAsync(CancellationToken cancellationToken) => Task.FromResult(default(GuestOutput));
 
-        public async Task WriteStdinAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+        public async Task WriteStdinAsync(ReadOnlyMemory<byte> data, long offset, CancellationToken cancellationToken)
         {
             WriteStarted.TrySetResult();
             if (Gate is not null)
@@ -290,7 +318,7 @@ public sealed class StdioForwarderTests : IDisposable
             Assert.False(Closed.Task.IsCompleted, "a write after the close");
             lock (_received)
             {
-                _received.AddRange(data.Span);
+                Assert.True(_received.TryAdd(offset, data.ToArray()), $"offset {offset} written twice");
             }
         }
 
@@ -298,11 +326,67 @@ public sealed class StdioForwarderTests : IDisposable
         {
             lock (_received)
             {
-                Closed.TrySetResult(_received.ToArray());
+                var all = new List<byte>();
+                foreach (var (offset, data) in _received)
+                {
+                    Assert.Equal(all.Count, offset);
+                    all.AddRange(data);
+                }
+
+                Closed.TrySetResult(all.ToArray());
             }
 
             return Task.CompletedTask;
         }
+    }
+
+    /// <summary>
+    /// A guest whose stdout answers arrive out of order: it waits until the shim has <see cref="StdioForwarder.Window"/>
+    /// reads out (or the output runs out), hands the pieces out in the order asked, then answers the last first.
+    /// </summary>
+    private sealed class ShufflingGuest(IReadOnlyList<byte[]> output) : IGuestStdio
+    {
+        private readonly List<TaskCompletionSource<GuestOutput>> _asked = [];
+        private int _next;
+        private long _offset;
+
+        public int MostInFlight { get; private set; }
+
+        public Task<GuestOutput> ReadStdoutAsync(CancellationToken cancellationToken)
+        {
+            var answer = new TaskCompletionSource<GuestOutput>(TaskCreationOptions.RunContinuationsAsynchronously);
+            List<(TaskCompletionSource<GuestOutput>, GuestOutput)> ready = [];
+            lock (_asked)
+            {
+                _asked.Add(answer);
+                MostInFlight = Math.Max(MostInFlight, _asked.Count);
+                if (_asked.Count == StdioForwarder.Window || _next + _asked.Count > output.Count)
+                {
+                    foreach (var asked in _asked)
+                    {
+                        var piece = _next < output.Count ? output[_next++] : [];
+                        ready.Add((asked, new GuestOutput(piece, _offset)));
+                        _offset += piece.Length;
+                    }
+
+                    _asked.Clear();
+                }
+            }
+
+            ready.Reverse();
+            foreach (var (asked, result) in ready)
+            {
+                asked.SetResult(result);
+            }
+
+            return answer.Task;
+        }
+
+        public Task<GuestOutput> ReadStderrAsync(CancellationToken cancellationToken) => Task.FromResult(default(GuestOutput));
+
+        public Task WriteStdinAsync(ReadOnlyMemory<byte> data, long offset, CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task CloseStdinAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
 
     /// <summary>Keeps every log line, so a test can wait for one.</summary>

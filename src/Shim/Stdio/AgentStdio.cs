@@ -10,35 +10,35 @@ public sealed class AgentStdio(AgentClient agent, string containerId, string exe
     /// <summary>Bytes asked for per read: big enough for throughput, well under the 4 MiB frame limit.</summary>
     private const uint ChunkSize = 1 << 20;
 
-    public async Task<ReadOnlyMemory<byte>> ReadStdoutAsync(CancellationToken cancellationToken)
-    {
-        var response = await agent.ReadStdoutAsync(Read(), null, cancellationToken);
-        return response.Data.Memory;
-    }
+    public async Task<GuestOutput> ReadStdoutAsync(CancellationToken cancellationToken) =>
+        Output(await agent.ReadStdoutAsync(Read(), null, cancellationToken));
 
-    public async Task<ReadOnlyMemory<byte>> ReadStderrAsync(CancellationToken cancellationToken)
-    {
-        var response = await agent.ReadStderrAsync(Read(), null, cancellationToken);
-        return response.Data.Memory;
-    }
+    public async Task<GuestOutput> ReadStderrAsync(CancellationToken cancellationToken) =>
+        Output(await agent.ReadStderrAsync(Read(), null, cancellationToken));
 
-    public async Task WriteStdinAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    public async Task WriteStdinAsync(ReadOnlyMemory<byte> data, long offset, CancellationToken cancellationToken)
     {
-        while (!data.IsEmpty)
+        // Not copied: the caller keeps data untouched until the write completed, and the request is serialized
+        // before that.
+        var request = new WriteStreamRequest
         {
-            var request = new WriteStreamRequest { ContainerId = containerId, ExecId = execId, Data = ByteString.CopyFrom(data.Span) };
-            var response = await agent.WriteStdinAsync(request, null, cancellationToken);
-            if (response.Len == 0)
-            {
-                throw new IOException("guest process stopped taking stdin");
-            }
-
-            data = data[(int)Math.Min(response.Len, (uint)data.Length)..];
+            ContainerId = containerId,
+            ExecId = execId,
+            Data = UnsafeByteOperations.UnsafeWrap(data),
+            Offset = (ulong)offset,
+        };
+        var response = await agent.WriteStdinAsync(request, null, cancellationToken);
+        if (response.Len != data.Length)
+        {
+            throw new IOException($"the guest took {response.Len} of {data.Length} bytes of stdin");
         }
     }
 
     public Task CloseStdinAsync(CancellationToken cancellationToken) =>
         agent.CloseStdinAsync(new CloseStdinRequest { ContainerId = containerId, ExecId = execId }, null, cancellationToken);
+
+    private static GuestOutput Output(ReadStreamResponse response) =>
+        new(response.Data.Memory, response.Offset <= long.MaxValue ? (long)response.Offset : throw new IOException($"the guest sent output at offset {response.Offset}"));
 
     private ReadStreamRequest Read() => new() { ContainerId = containerId, ExecId = execId, Len = ChunkSize };
 }

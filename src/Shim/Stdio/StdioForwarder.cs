@@ -21,6 +21,13 @@ public sealed partial class StdioForwarder : IAsyncDisposable
 
     private const int StdinFirstChunk = 64 * 1024;
 
+    /// <summary>
+    /// Reads per output stream, and stdin writes, in flight at once. One at a time leaves the channel idle for a
+    /// round trip per chunk: the request queues behind the other direction's data, and over virtio-serial that
+    /// costs more than moving the chunk.
+    /// </summary>
+    public const int Window = 4;
+
     private readonly StdioConfig _config;
     private readonly IGuestStdio _guest;
     private readonly ILogger _logger;
@@ -133,46 +140,78 @@ public sealed partial class StdioForwarder : IAsyncDisposable
     }
 
     /// <summary>
-    /// Copies one output stream to its FIFO. The next chunk is asked for before this one is written, so the guest's
-    /// round trip overlaps the write; one read is outstanding at a time (the order holds) and a client that stops
-    /// reading stops the copy with two chunks held here.
+    /// Copies one output stream to its FIFO. <see cref="Window"/> reads are kept in flight, so the guest always has
+    /// one to answer while an answer crosses the channel or is written out; answers may come in any order and are
+    /// written in stream order. A client that stops reading stops the copy with at most twice the window held here.
     /// </summary>
-    private async Task CopyOutAsync(string path, Func<CancellationToken, Task<ReadOnlyMemory<byte>>> read, string stream)
+    private async Task CopyOutAsync(string path, Func<CancellationToken, Task<GuestOutput>> read, string stream)
     {
         FileStream? fifo = null;
-        var next = Task.FromResult(ReadOnlyMemory<byte>.Empty);
+        var reads = new List<Task<GuestOutput>>(Window);
+        var early = new Dictionary<long, ReadOnlyMemory<byte>>();
         try
         {
             // O_RDWR never blocks in open and never fails with EPIPE when the client goes away.
             var handle = File.OpenHandle(FifoPath(path), FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
             FifoReader.TryEnlarge((int)handle.DangerousGetHandle());
             fifo = new FileStream(handle, FileAccess.Write, 0);
-            next = read(_stop.Token);
+            for (var i = 0; i < Window; i++)
+            {
+                reads.Add(read(_stop.Token));
+            }
+
+            var written = 0L;
+            long? end = null;
             while (true)
             {
-                var data = await next;
-                if (data.IsEmpty)
+                while (early.Remove(written, out var data))
+                {
+                    written += data.Length;
+                    if (fifo is null)
+                    {
+                        continue;
+                    }
+
+                    try
+                    {
+                        await fifo.WriteAsync(data, _stop.Token);
+                    }
+                    catch (IOException e)
+                    {
+                        // Keep draining the guest so the process never blocks on a full pipe.
+                        LogCopyFailed(_logger, _name, stream, e.Message);
+                        await fifo.DisposeAsync();
+                        fifo = null;
+                    }
+                }
+
+                if (written == end)
                 {
                     break;
                 }
 
-                next = read(_stop.Token);
-
-                if (fifo is null)
+                if (reads.Count == 0)
                 {
+                    throw new IOException($"the guest's {stream} ended at {end} with only {written} bytes in order");
+                }
+
+                var done = await Task.WhenAny(reads);
+                reads.Remove(done);
+                var answer = await done;
+                if (answer.Data.IsEmpty)
+                {
+                    end = answer.Offset;
                     continue;
                 }
 
-                try
+                if (answer.Offset < written || !early.TryAdd(answer.Offset, answer.Data))
                 {
-                    await fifo.WriteAsync(data, _stop.Token);
+                    throw new IOException($"the guest sent {stream} at offset {answer.Offset} twice");
                 }
-                catch (IOException e)
+
+                if (end is null)
                 {
-                    // Keep draining the guest so the process never blocks on a full pipe.
-                    LogCopyFailed(_logger, _name, stream, e.Message);
-                    await fifo.DisposeAsync();
-                    fifo = null;
+                    reads.Add(read(_stop.Token));
                 }
             }
         }
@@ -185,8 +224,12 @@ public sealed partial class StdioForwarder : IAsyncDisposable
         }
         finally
         {
-            // A read still outstanding (the loop stopped on an error or at teardown) is not waited for, only observed.
-            _ = next.ContinueWith(static t => t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+            // Reads still outstanding (the loop stopped on an error or at teardown) are not waited for, only observed.
+            foreach (var pending in reads)
+            {
+                _ = pending.ContinueWith(static t => t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+            }
+
             if (fifo is not null)
             {
                 await fifo.DisposeAsync();
@@ -195,17 +238,24 @@ public sealed partial class StdioForwarder : IAsyncDisposable
     }
 
     /// <summary>
-    /// Copies the stdin FIFO to the guest, one chunk in flight while the next is read. A chunk is sent only once the
-    /// one before it was delivered: the order holds, and a process that does not read its stdin stops the copy
-    /// with at most two chunks held here (the client then blocks on the full FIFO).
+    /// Copies the stdin FIFO to the guest with up to <see cref="Window"/> writes in flight while the next chunk is
+    /// read; each names its offset, so the guest delivers them in order. A process that does not read its stdin
+    /// stops the copy with at most the window's chunks held here (the client then blocks on the full FIFO).
     /// </summary>
     private void CopyIn()
     {
         var reader = _stdinReader!;
         // Small while the client types, grown once it streams: an idle process does not hold MiBs here.
-        byte[][] buffers = [new byte[StdinFirstChunk], new byte[StdinFirstChunk]];
+        var buffers = new byte[Window][];
+        for (var i = 0; i < Window; i++)
+        {
+            buffers[i] = new byte[StdinFirstChunk];
+        }
+
+        // In order; the oldest write uses the buffer to be filled next.
+        var inFlight = new Queue<Task>(Window);
         var current = 0;
-        var inFlight = Task.CompletedTask;
+        var offset = 0L;
         var streaming = false;
         try
         {
@@ -213,6 +263,11 @@ public sealed partial class StdioForwarder : IAsyncDisposable
             {
                 while (true)
                 {
+                    if (inFlight.Count == Window)
+                    {
+                        inFlight.Dequeue().GetAwaiter().GetResult();
+                    }
+
                     if (streaming && buffers[current].Length < StdinChunk)
                     {
                         buffers[current] = new byte[Math.Min(buffers[current].Length * 4, StdinChunk)];
@@ -225,13 +280,15 @@ public sealed partial class StdioForwarder : IAsyncDisposable
                     }
 
                     streaming = n == buffers[current].Length;
-
-                    inFlight.GetAwaiter().GetResult();
-                    inFlight = _guest.WriteStdinAsync(buffers[current].AsMemory(0, n), _stop.Token);
-                    current ^= 1;
+                    inFlight.Enqueue(_guest.WriteStdinAsync(buffers[current].AsMemory(0, n), offset, _stop.Token));
+                    offset += n;
+                    current = (current + 1) % Window;
                 }
 
-                inFlight.GetAwaiter().GetResult();
+                while (inFlight.TryDequeue(out var write))
+                {
+                    write.GetAwaiter().GetResult();
+                }
             }
             finally
             {
@@ -247,8 +304,12 @@ public sealed partial class StdioForwarder : IAsyncDisposable
         {
             LogCopyFailed(_logger, _name, "stdin", e.Message);
             // Whatever went wrong, no more stdin will come: the process must not wait for it forever. The close
-            // goes after the write still in flight, whatever became of it.
-            inFlight.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing).GetAwaiter().GetResult();
+            // goes after the writes still in flight, whatever became of them.
+            while (inFlight.TryDequeue(out var write))
+            {
+                write.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing).GetAwaiter().GetResult();
+            }
+
             CloseGuestStdin();
         }
         finally

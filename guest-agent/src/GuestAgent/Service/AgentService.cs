@@ -542,7 +542,8 @@ internal sealed partial class AgentService
     {
         var process = GetProcess(request.ContainerId, request.ExecId);
         var stdin = process.Stdio.Stdin ?? throw AgentException.FailedPrecondition($"process {process.Name} has no stdin");
-        var n = await stdin.WriteAsync(request.Data.Memory, ct);
+        var offset = request.Offset <= long.MaxValue ? (long)request.Offset : throw AgentException.InvalidArgument($"stdin offset {request.Offset} is out of range");
+        var n = await stdin.WriteAsync(request.Data.Memory, offset, ct);
         return new WriteStreamResponse { Len = (uint)n };
     }
 
@@ -559,7 +560,7 @@ internal sealed partial class AgentService
         var chunk = await stream.ReadAsync(max, context.CancellationToken);
         // The answer wraps the pooled chunk; it goes back to the pool once the answer is serialized.
         context.OnCompleted(chunk.Return);
-        return new ReadStreamResponse { Data = UnsafeByteOperations.UnsafeWrap(chunk.Memory) };
+        return new ReadStreamResponse { Data = UnsafeByteOperations.UnsafeWrap(chunk.Memory), Offset = (ulong)chunk.Offset };
     }
 
     public async Task<Empty> CloseStdinAsync(CloseStdinRequest request, CancellationToken ct)

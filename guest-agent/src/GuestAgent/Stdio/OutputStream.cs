@@ -58,6 +58,7 @@ internal sealed class OutputStream : IDisposable
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _headOffset;
     private int _count;
+    private long _handedOut;
     private int _waiting;
     private bool _done;
     private bool _exited;
@@ -128,7 +129,8 @@ internal sealed class OutputStream : IDisposable
 
     /// <summary>
     /// Up to max bytes; waits for data; empty = end of stream. The chunk's array is pooled: the caller returns it
-    /// (<see cref="OutputChunk.Return"/>) once done with it.
+    /// (<see cref="OutputChunk.Return"/>) once done with it. Concurrent reads each get their own piece of the
+    /// stream; the chunk's offset says where it lies (at the end, the stream's length).
     /// </summary>
     public async Task<OutputChunk> ReadAsync(int max, CancellationToken ct)
     {
@@ -144,7 +146,7 @@ internal sealed class OutputStream : IDisposable
 
                 if (_done && (_exited || _cancelled))
                 {
-                    return OutputChunk.End;
+                    return OutputChunk.End with { Offset = _handedOut };
                 }
 
                 wait = _changed.Task;
@@ -184,12 +186,12 @@ internal sealed class OutputStream : IDisposable
         if (_headOffset == 0 && first.Length <= max && (_chunks.Count == 1 || first.Length >= HandOutWhole))
         {
             _chunks.Dequeue();
-            result = first;
+            result = first with { Offset = _handedOut };
         }
         else
         {
             var length = Math.Min(max, _count);
-            result = new OutputChunk(ArrayPool<byte>.Shared.Rent(length), length);
+            result = new OutputChunk(ArrayPool<byte>.Shared.Rent(length), length, _handedOut);
             var copied = 0;
             while (copied < length)
             {
@@ -207,6 +209,7 @@ internal sealed class OutputStream : IDisposable
         }
 
         _count -= result.Length;
+        _handedOut += result.Length;
         Monitor.PulseAll(_lock);
         return result;
     }
@@ -357,8 +360,11 @@ internal sealed class OutputStream : IDisposable
     }
 }
 
-/// <summary>Bytes read from an output stream, in an array rented from <see cref="ArrayPool{T}.Shared"/>.</summary>
-internal readonly record struct OutputChunk(byte[] Array, int Length)
+/// <summary>
+/// Bytes read from an output stream, in an array rented from <see cref="ArrayPool{T}.Shared"/>, and where in the
+/// stream they lie.
+/// </summary>
+internal readonly record struct OutputChunk(byte[] Array, int Length, long Offset = 0)
 {
     /// <summary>End of stream.</summary>
     public static readonly OutputChunk End = new([], 0);

@@ -24,7 +24,12 @@ internal static class WriteStreamParser
             switch ((int)(tag & 7))
             {
                 case 0:
-                    ReadVarint(span, ref at);
+                    var value = ReadVarint(span, ref at);
+                    if (tag >> 3 == WriteStreamRequest.OffsetFieldNumber)
+                    {
+                        request.Offset = value;
+                    }
+
                     break;
                 case 1:
                     at = Skip(span, at, 8);
