@@ -34,9 +34,9 @@ public sealed partial class QemuVm
     internal static string? TemplateRefusal(VmSpec spec, HostResolution host, VmHost vmHost)
     {
         var config = spec.Config;
-        if (spec.Nics.Count > 0)
+        if (spec.Nics.Count > 0 && spec.NetworkNamespace is null)
         {
-            return "the pod has network interfaces (attaching NICs to a restored VM is not implemented)";
+            return "the pod's NICs have no network namespace (the template VM's taps are made in the pod's)";
         }
 
         if (config.SharedFs == "virtio-fs")
@@ -70,7 +70,7 @@ public sealed partial class QemuVm
         VmTemplateKey key;
         try
         {
-            key = VmTemplateKey.For(spec.Config, host.Accelerator, host.Transport);
+            key = VmTemplateKey.For(spec.Config, host.Accelerator, host.Transport, spec.Nics.Count);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -119,7 +119,7 @@ public sealed partial class QemuVm
         VmTemplateBuild? build;
         try
         {
-            build = templates.Store.TryBeginBuild(key, spec.Config.SourcePath);
+            build = templates.Store.TryBeginBuild(key, TemplateFamily(spec));
         }
         catch (HypervisorException e)
         {
@@ -151,6 +151,8 @@ public sealed partial class QemuVm
                 Config = spec.Config,
                 SharedDirectory = spec.SharedDirectory is null ? null : Directory.CreateDirectory(build.ShareDirectory).FullName,
                 ShareMountTag = spec.ShareMountTag,
+                NetworkNamespace = spec.Nics.Count > 0 ? spec.NetworkNamespace : null,
+                Nics = TemplateNics.ForTemplate(spec.Nics.Count),
                 Template = new VmTemplateBoot(build.MemoryPath, null),
             };
             var vm = new QemuVm(templateSpec, host, null, logger, null);
@@ -186,6 +188,17 @@ public sealed partial class QemuVm
             }
         }
     }
+
+    /// <summary>What a published template replaces (see <see cref="VmTemplateStore.RemoveOthersOf"/>): the older
+    /// templates of its config file with as many NICs, not those of other NIC counts, which pods still use.</summary>
+    internal static string? TemplateFamily(VmSpec spec) =>
+        spec.Nics.Count == 0 || spec.Config.SourcePath is null ? spec.Config.SourcePath : $"{spec.Config.SourcePath} ({spec.Nics.Count} NICs)";
+
+    /// <summary>The MAC each of the spec's NICs has in the guest now: the template's in a restored VM (the agent is
+    /// to give it the pod's), the pod's own after a cold boot.</summary>
+    public IReadOnlyList<string> GuestNicMacs => RestoredFrom is null
+        ? [.. spec.Nics.Select(n => n.Mac)]
+        : [.. TemplateNics.ForRestore(spec.Nics).Select(n => n.Mac)];
 
     /// <summary>Pauses the guest and writes its device state to <paramref name="statePath"/> (RAM stays in the shared
     /// memory file: x-ignore-shared). Over a unix socket the shim serves, since QEMU's seccomp filter forbids the
