@@ -104,6 +104,13 @@ public sealed partial class QemuVm
             LogRestored(logger, spec.SandboxId, key.Value);
             return vm;
         }
+        catch (HypervisorException e) when (!ct.IsCancellationRequested && !vm.Answered)
+        {
+            // QEMU stopped before its monitor answered: what is per pod (a tap it cannot open, a NIC or share the
+            // host refuses) failed, not the template; the cold boot meets the same cause and reports it.
+            LogRestoreRefused(logger, spec.SandboxId, key.Value, e.Message);
+            return null;
+        }
         catch (HypervisorException e) when (!ct.IsCancellationRequested)
         {
             vm.KeepConsoleAs("console.restore.log");
@@ -290,6 +297,9 @@ public sealed partial class QemuVm
 
     [LoggerMessage(Level = LogLevel.Information, Message = "vm {SandboxId}: restored from VM template {Key}")]
     private static partial void LogRestored(ILogger logger, string sandboxId, string key);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "vm {SandboxId}: QEMU restoring from VM template {Key} stopped before it answered: {Reason}; keeping the template and booting cold")]
+    private static partial void LogRestoreRefused(ILogger logger, string sandboxId, string key, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "vm {SandboxId}: restoring from VM template {Key} failed: {Reason}; discarding the template and booting cold")]
     private static partial void LogRestoreFailed(ILogger logger, string sandboxId, string key, string reason);
