@@ -96,7 +96,7 @@ public sealed partial class QemuVm
             }
         }
 
-        var vm = new QemuVm(spec.WithTemplate(new VmTemplateBoot(template.MemoryPath, template.StatePath)), host, null, logger, null);
+        var vm = new QemuVm(spec.WithTemplate(new VmTemplateBoot(template.MemoryPath, template.StatePath, templates.Store.Directory)), host, null, logger, null);
         try
         {
             await vm.BootAsync(ct);
@@ -241,7 +241,9 @@ public sealed partial class QemuVm
     /// <summary>Loads the template's device state into a QEMU started with -incoming defer and continues the guest.</summary>
     private async Task RestoreStateAsync(string statePath, CancellationToken ct)
     {
-        var socketPath = Path.Combine(spec.WorkDirectory, MigrationSocketName);
+        var socketPath = spec.Template?.SocketDirectory is { } directory
+            ? Path.Combine(directory, $".m-{Environment.ProcessId}-{Random.Shared.Next(0x10000):x4}.sock")
+            : Path.Combine(spec.WorkDirectory, MigrationSocketName);
         File.Delete(socketPath);
         await using var state = new FileStream(statePath, FileMode.Open, FileAccess.Read, FileShare.Read);
         await Qmp.ExecuteAsync(new MigrateSetCapability(MigrateSetCapability.IgnoreShared, true), ct);

@@ -58,7 +58,8 @@ public sealed class CriManyPodsTests(CriContainerdFixture cri, ITestOutputHelper
                 var log = containerd.LogSince(logStart, int.MaxValue);
                 foreach (var (pod, _) in started)
                 {
-                    Assert.Contains($"vm {pod.Id}: restored from VM template", log, StringComparison.Ordinal);
+                    Assert.True(log.Contains($"vm {pod.Id}: restored from VM template", StringComparison.Ordinal),
+                        $"pod {pod.Id} was not restored from a template:\n{string.Join('\n', log.Split('\n').Where(l => l.Contains("template", StringComparison.OrdinalIgnoreCase)))}");
                     Assert.Contains($"sandbox {pod.Id}: phase restored at", log, StringComparison.Ordinal);
                     Assert.DoesNotContain($"sandbox {pod.Id}: phase kernel-up", log, StringComparison.Ordinal);
                 }

@@ -63,7 +63,7 @@ public sealed class NetworkTests(ContainerdFixture fixture, ITestOutputHelper ou
     {
         var c = s.Containerd;
         await using var netns = await PodNetns.CreateAsync(s.Write);
-        await netns.IpAsync("-n", netns.Name, "link", "add", "tap0_cs", "type", "dummy");
+        await netns.IpAsync("-n", netns.Name, "link", "add", "tap0_cs", "type", "veth", "peer", "name", "tap0_peer");
         var id = s.NewId("badnic");
 
         var r = await c.CtrAsync(Ctr.RunArgs(id, ["-d", "--with-ns", $"network:{netns.Path}"], "sleep", "1000"), Ctr.BootTimeout);
