@@ -68,6 +68,7 @@ public sealed class NetworkTests(ContainerdFixture fixture, ITestOutputHelper ou
 
         var r = await c.CtrAsync(Ctr.RunArgs(id, ["-d", "--with-ns", $"network:{netns.Path}"], "sleep", "1000"), Ctr.BootTimeout);
         Assert.True(r.ExitCode != 0, $"ctr started a pod whose tap cannot be opened: {r}");
+        s.Write($"ctr said: {r.Stderr.Trim()}");
         Assert.Contains("tap0_cs", r.Stderr, StringComparison.Ordinal);
         Assert.DoesNotContain("   at ", r.Stderr, StringComparison.Ordinal);
 
