@@ -57,6 +57,17 @@ public sealed partial class QemuVm
         return vmHost.StandIn is not null ? "a KVM stand-in is configured" : null;
     }
 
+    /// <summary>Why no template of <paramref name="store"/> can serve, or null. The template VM's sockets and a
+    /// restore's migration socket live in the store: a path too long to bind would fail every restore (and discard
+    /// the template each time).</summary>
+    internal static string? StoreRefusal(VmTemplateStore store)
+    {
+        var longest = Path.Combine(store.Directory, $"{VmTemplateStore.BuildPrefix}{int.MaxValue}-ffff", "agent.sock");
+        return System.Text.Encoding.UTF8.GetByteCount(longest) > Qemu.QemuCommandLine.MaxSocketPathBytes
+            ? $"the template directory {store.Directory} is too long for unix socket paths"
+            : null;
+    }
+
     /// <summary>The restored VM, or null (logged why) when the pod is to boot cold.</summary>
     private static async Task<QemuVm?> TryStartFromTemplateAsync(
         VmSpec spec, HostResolution host, VmTemplateOptions templates, VmHost vmHost, ILogger logger, CancellationToken ct)
@@ -64,6 +75,12 @@ public sealed partial class QemuVm
         if (TemplateRefusal(spec, host, vmHost) is { } refusal)
         {
             LogTemplateNotUsed(logger, spec.SandboxId, refusal);
+            return null;
+        }
+
+        if (StoreRefusal(templates.Store) is { } storeRefusal)
+        {
+            LogTemplateNotUsed(logger, spec.SandboxId, storeRefusal);
             return null;
         }
 

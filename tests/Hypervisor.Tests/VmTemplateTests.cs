@@ -168,6 +168,14 @@ public sealed class VmTemplateTests : IDisposable
     }
 
     [Fact]
+    public void A_store_too_deep_for_unix_sockets_serves_no_template()
+    {
+        Assert.Null(QemuVm.StoreRefusal(new VmTemplateStore("/run/containerd-shim-csharp/.templates")));
+        var deep = "/" + string.Join('/', Enumerable.Repeat("deep-directory", 6));
+        Assert.Equal($"the template directory {deep} is too long for unix socket paths", QemuVm.StoreRefusal(new VmTemplateStore(deep)));
+    }
+
+    [Fact]
     public void Templates_of_other_nic_counts_are_another_family_of_the_config_file()
     {
         var config = new HypervisorConfig { SourcePath = "/etc/qemu.json" };
