@@ -34,9 +34,9 @@ public sealed partial class QemuVm
     internal static string? TemplateRefusal(VmSpec spec, HostResolution host, VmHost vmHost)
     {
         var config = spec.Config;
-        if (spec.Nics.Count > 0)
+        if (spec.Nics.Count > 0 && spec.NetworkNamespace is null)
         {
-            return "the pod has network interfaces (attaching NICs to a restored VM is not implemented)";
+            return "the pod's NICs have no network namespace (the template VM's taps are made in the pod's)";
         }
 
         if (config.SharedFs == "virtio-fs")
@@ -57,6 +57,17 @@ public sealed partial class QemuVm
         return vmHost.StandIn is not null ? "a KVM stand-in is configured" : null;
     }
 
+    /// <summary>Why no template of <paramref name="store"/> can serve, or null. The template VM's sockets and a
+    /// restore's migration socket live in the store: a path too long to bind would fail every restore (and discard
+    /// the template each time).</summary>
+    internal static string? StoreRefusal(VmTemplateStore store)
+    {
+        var longest = Path.Combine(store.Directory, $"{VmTemplateStore.BuildPrefix}{int.MaxValue}-ffff", "agent.sock");
+        return System.Text.Encoding.UTF8.GetByteCount(longest) > Qemu.QemuCommandLine.MaxSocketPathBytes
+            ? $"the template directory {store.Directory} is too long for unix socket paths"
+            : null;
+    }
+
     /// <summary>The restored VM, or null (logged why) when the pod is to boot cold.</summary>
     private static async Task<QemuVm?> TryStartFromTemplateAsync(
         VmSpec spec, HostResolution host, VmTemplateOptions templates, VmHost vmHost, ILogger logger, CancellationToken ct)
@@ -67,10 +78,16 @@ public sealed partial class QemuVm
             return null;
         }
 
+        if (StoreRefusal(templates.Store) is { } storeRefusal)
+        {
+            LogTemplateNotUsed(logger, spec.SandboxId, storeRefusal);
+            return null;
+        }
+
         VmTemplateKey key;
         try
         {
-            key = VmTemplateKey.For(spec.Config, host.Accelerator, host.Transport);
+            key = VmTemplateKey.For(spec.Config, host.Accelerator, host.Transport, spec.Nics.Count);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -96,13 +113,20 @@ public sealed partial class QemuVm
             }
         }
 
-        var vm = new QemuVm(spec.WithTemplate(new VmTemplateBoot(template.MemoryPath, template.StatePath)), host, null, logger, null);
+        var vm = new QemuVm(spec.WithTemplate(new VmTemplateBoot(template.MemoryPath, template.StatePath, templates.Store.Directory)), host, null, logger, null);
         try
         {
             await vm.BootAsync(ct);
             vm.RestoredFrom = template;
             LogRestored(logger, spec.SandboxId, key.Value);
             return vm;
+        }
+        catch (HypervisorException e) when (!ct.IsCancellationRequested && !vm.Answered)
+        {
+            // QEMU stopped before its monitor answered: what is per pod (a tap it cannot open, a NIC or share the
+            // host refuses) failed, not the template; the cold boot meets the same cause and reports it.
+            LogRestoreRefused(logger, spec.SandboxId, key.Value, e.Message);
+            return null;
         }
         catch (HypervisorException e) when (!ct.IsCancellationRequested)
         {
@@ -119,7 +143,7 @@ public sealed partial class QemuVm
         VmTemplateBuild? build;
         try
         {
-            build = templates.Store.TryBeginBuild(key, spec.Config.SourcePath);
+            build = templates.Store.TryBeginBuild(key, TemplateFamily(spec));
         }
         catch (HypervisorException e)
         {
@@ -151,6 +175,8 @@ public sealed partial class QemuVm
                 Config = spec.Config,
                 SharedDirectory = spec.SharedDirectory is null ? null : Directory.CreateDirectory(build.ShareDirectory).FullName,
                 ShareMountTag = spec.ShareMountTag,
+                NetworkNamespace = spec.Nics.Count > 0 ? spec.NetworkNamespace : null,
+                Nics = TemplateNics.ForTemplate(spec.Nics.Count),
                 Template = new VmTemplateBoot(build.MemoryPath, null),
             };
             var vm = new QemuVm(templateSpec, host, null, logger, null);
@@ -187,6 +213,17 @@ public sealed partial class QemuVm
         }
     }
 
+    /// <summary>What a published template replaces (see <see cref="VmTemplateStore.RemoveOthersOf"/>): the older
+    /// templates of its config file with as many NICs, not those of other NIC counts, which pods still use.</summary>
+    internal static string? TemplateFamily(VmSpec spec) =>
+        spec.Nics.Count == 0 || spec.Config.SourcePath is null ? spec.Config.SourcePath : $"{spec.Config.SourcePath} ({spec.Nics.Count} NICs)";
+
+    /// <summary>The MAC each of the spec's NICs has in the guest now: the template's in a restored VM (the agent is
+    /// to give it the pod's), the pod's own after a cold boot.</summary>
+    public IReadOnlyList<string> GuestNicMacs => RestoredFrom is null
+        ? [.. spec.Nics.Select(n => n.Mac)]
+        : [.. TemplateNics.ForRestore(spec.Nics).Select(n => n.Mac)];
+
     /// <summary>Pauses the guest and writes its device state to <paramref name="statePath"/> (RAM stays in the shared
     /// memory file: x-ignore-shared). Over a unix socket the shim serves, since QEMU's seccomp filter forbids the
     /// exec: helper process and QEMU 7.2 has no file: URI.</summary>
@@ -221,7 +258,9 @@ public sealed partial class QemuVm
     /// <summary>Loads the template's device state into a QEMU started with -incoming defer and continues the guest.</summary>
     private async Task RestoreStateAsync(string statePath, CancellationToken ct)
     {
-        var socketPath = Path.Combine(spec.WorkDirectory, MigrationSocketName);
+        var socketPath = spec.Template?.SocketDirectory is { } directory
+            ? Path.Combine(directory, $".m-{Environment.ProcessId}-{Random.Shared.Next(0x10000):x4}.sock")
+            : Path.Combine(spec.WorkDirectory, MigrationSocketName);
         File.Delete(socketPath);
         await using var state = new FileStream(statePath, FileMode.Open, FileAccess.Read, FileShare.Read);
         await Qmp.ExecuteAsync(new MigrateSetCapability(MigrateSetCapability.IgnoreShared, true), ct);
@@ -277,6 +316,9 @@ public sealed partial class QemuVm
 
     [LoggerMessage(Level = LogLevel.Information, Message = "vm {SandboxId}: restored from VM template {Key}")]
     private static partial void LogRestored(ILogger logger, string sandboxId, string key);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "vm {SandboxId}: QEMU restoring from VM template {Key} stopped before it answered: {Reason}; keeping the template and booting cold")]
+    private static partial void LogRestoreRefused(ILogger logger, string sandboxId, string key, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "vm {SandboxId}: restoring from VM template {Key} failed: {Reason}; discarding the template and booting cold")]
     private static partial void LogRestoreFailed(ILogger logger, string sandboxId, string key, string reason);

@@ -90,6 +90,10 @@ public sealed partial class QemuVm : IAsyncDisposable
     /// <summary>When QMP first reported the VM running (Stopwatch ticks); 0 before.</summary>
     public long QmpReadyAt { get; private set; }
 
+    /// <summary>QEMU got as far as answering on QMP: it took its command line, devices and backends (the taps) and
+    /// a failure after that is the guest's or the migration's.</summary>
+    internal bool Answered { get; private set; }
+
     public QmpClient Qmp => qmp ?? throw new InvalidOperationException("qmp is not connected");
 
     /// <summary>The share is served by a virtiofsd (sharedFs virtio-fs), so guest RAM is a shared memfd.</summary>
@@ -411,6 +415,7 @@ public sealed partial class QemuVm : IAsyncDisposable
             exitMonitor = MonitorExitAsync(process);
             RecordIdentity(process.Pid);
             qmp = await ConnectQmpAsync(process, linked.Token);
+            Answered = true;
             qmp.EventObserver = OnQmpEvent;
             if (spec.Template is { StatePath: { } statePath })
             {

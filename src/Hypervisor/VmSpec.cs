@@ -44,8 +44,10 @@ public sealed class VmSpec
 }
 
 /// <summary>A VM's part in a template: RAM in <paramref name="MemoryPath"/>; with <paramref name="StatePath"/> it is
-/// restored from that saved device state, without it it is the template VM being built.</summary>
-internal sealed record VmTemplateBoot(string MemoryPath, string? StatePath)
+/// restored from that saved device state, without it it is the template VM being built. The migration socket is made
+/// in <paramref name="SocketDirectory"/> when given (a pod's work directory, under a 64-character CRI sandbox id, is
+/// too long for a unix socket path).</summary>
+internal sealed record VmTemplateBoot(string MemoryPath, string? StatePath, string? SocketDirectory = null)
 {
     public bool Restores => StatePath is not null;
 }

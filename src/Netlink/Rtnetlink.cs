@@ -221,6 +221,28 @@ public sealed class Rtnetlink(NetlinkSocket socket)
     public void Rename(int index, string name) =>
         socket.Execute(new NetlinkMessage(RTM_NEWLINK, 0).Header(IfInfo(index, 0, 0)).String(IFLA_IFNAME, name), $"rename interface #{index} to {name}");
 
+    /// <summary>Sets an interface's MAC address ("aa:bb:cc:dd:ee:ff").</summary>
+    public void SetMac(int index, string mac) =>
+        socket.Execute(new NetlinkMessage(RTM_NEWLINK, 0).Header(IfInfo(index, 0, 0)).Attribute(IFLA_ADDRESS, ParseMac(mac)), $"set the MAC of interface #{index} to {mac}");
+
+    /// <summary>"aa:bb:cc:dd:ee:ff" as its six bytes.</summary>
+    /// <exception cref="NetlinkException">Not a MAC address.</exception>
+    public static byte[] ParseMac(string mac)
+    {
+        ArgumentNullException.ThrowIfNull(mac);
+        var parts = mac.Split(':');
+        var bytes = new byte[6];
+        for (var i = 0; i < bytes.Length; i++)
+        {
+            if (parts.Length != 6 || parts[i].Length != 2 || !byte.TryParse(parts[i], NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out bytes[i]))
+            {
+                throw new NetlinkException($"invalid MAC address \"{mac}\"");
+            }
+        }
+
+        return bytes;
+    }
+
     public void AddAddress(int index, IPAddress address, int prefixLength)
     {
         var bytes = address.GetAddressBytes();

@@ -4,7 +4,9 @@ namespace ShimV2.EndToEnd.Tests;
 
 /// <summary>
 /// Several pods on one node at once: each gets a VM, a shim and an address of its own, and works; torn down
-/// together (as kubelet's pod workers do), nothing of any of them is left on the host. Three VM boots.
+/// together (as kubelet's pod workers do), nothing of any of them is left on the host. With the shipped config's
+/// <c>useTemplate</c>, each pod is restored from the config's one-NIC template (issue 11 item 4; built by the
+/// suite's first CRI pod) and its guest NIC has its own pod interface's MAC, not the template's. Three VM starts.
 /// </summary>
 [Collection(ContainerdCollection.Name)]
 public sealed class CriManyPodsTests(CriContainerdFixture cri, ITestOutputHelper output) : IClassFixture<CriContainerdFixture>
@@ -18,6 +20,7 @@ public sealed class CriManyPodsTests(CriContainerdFixture cri, ITestOutputHelper
         var (containerd, client) = await cri.GetAsync();
         await Scenario.RunAsync(containerd, output, async s =>
         {
+            var logStart = containerd.LogLength();
             var pods = new List<CriPod>();
             try
             {
@@ -31,7 +34,7 @@ public sealed class CriManyPodsTests(CriContainerdFixture cri, ITestOutputHelper
                     started.Add((pod, await pod.StartContainerAsync("app", Sleeper)));
                 }
 
-                var seen = new List<(string Boot, int Qemu, int Shim, string Ip, string Netns)>();
+                var seen = new List<(string Boot, int Qemu, int Shim, string Ip, string Netns, string Mac)>();
                 foreach (var (pod, container) in started)
                 {
                     var boot = (await pod.ExecOkAsync(container, "cat", "/proc/sys/kernel/random/boot_id")).Trim();
@@ -42,14 +45,30 @@ public sealed class CriManyPodsTests(CriContainerdFixture cri, ITestOutputHelper
                     var status = await pod.StatusAsync(verbose: true);
                     var ip = status.Status.Network.Ip;
                     Assert.Contains($"inet {ip}/", await pod.ExecOkAsync(container, "ip", "-o", "-4", "addr", "show"), StringComparison.Ordinal);
-                    seen.Add((boot, qemu[0].Pid, shims[0].Pid, ip, CriPod.NetnsPath(status)));
-                    s.Write($"pod {pod.Id}: boot {boot}, qemu {qemu[0].Pid}, shim {shims[0].Pid}, ip {ip}");
+                    // The guest NIC is the pod's CNI veth on the wire: same MAC.
+                    var guestMac = (await pod.ExecOkAsync(container, "cat", "/sys/class/net/eth0/address")).Trim();
+                    var podLink = await HostProcess.RunAsync("nsenter", [$"--net={CriPod.NetnsPath(status)}", "ip", "-o", "link", "show", "eth0"], Ctr.CtrTimeout);
+                    Assert.True(podLink.ExitCode == 0, podLink.ToString());
+                    Assert.Contains($"link/ether {guestMac} ", podLink.Stdout, StringComparison.Ordinal);
+                    seen.Add((boot, qemu[0].Pid, shims[0].Pid, ip, CriPod.NetnsPath(status), guestMac));
+                    s.Write($"pod {pod.Id}: boot {boot}, qemu {qemu[0].Pid}, shim {shims[0].Pid}, ip {ip}, mac {guestMac}");
+                }
+
+                // Restored, not booted: the template path took pods with NICs too.
+                var log = containerd.LogSince(logStart, int.MaxValue);
+                foreach (var (pod, _) in started)
+                {
+                    Assert.True(log.Contains($"vm {pod.Id}: restored from VM template", StringComparison.Ordinal),
+                        $"pod {pod.Id} was not restored from a template:\n{string.Join('\n', log.Split('\n').Where(l => l.Contains("template", StringComparison.OrdinalIgnoreCase)))}");
+                    Assert.Contains($"sandbox {pod.Id}: phase restored at", log, StringComparison.Ordinal);
+                    Assert.DoesNotContain($"sandbox {pod.Id}: phase kernel-up", log, StringComparison.Ordinal);
                 }
 
                 Assert.Equal(3, seen.Select(p => p.Boot).Distinct().Count());
                 Assert.Equal(3, seen.Select(p => p.Qemu).Distinct().Count());
                 Assert.Equal(3, seen.Select(p => p.Shim).Distinct().Count());
                 Assert.Equal(3, seen.Select(p => p.Ip).Distinct().Count());
+                Assert.Equal(3, seen.Select(p => p.Mac).Distinct().Count());
 
                 // The pods are on one bridge: each reaches the next one's VM.
                 for (var i = 0; i < 3; i++)

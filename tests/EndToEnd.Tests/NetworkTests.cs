@@ -54,4 +54,28 @@ public sealed class NetworkTests(ContainerdFixture fixture, ITestOutputHelper ou
         Assert.DoesNotContain("tap", await netns.IpAsync("-n", netns.Name, "-o", "link", "show"), StringComparison.Ordinal);
         await HostState.AssertNothingLeftAsync(c, id);
     });
+
+    /// <summary>The pod's NIC cannot be attached (its tap's name is taken by another kind of interface, so QEMU,
+    /// restoring from the template or booting cold, cannot open it): the start fails naming the tap, and nothing is
+    /// left. No guest boots.</summary>
+    [E2EFact]
+    public Task A_nic_that_cannot_be_attached_fails_the_start_clearly_and_leaves_nothing() => Scenario.RunAsync(fixture, output, async s =>
+    {
+        var c = s.Containerd;
+        await using var netns = await PodNetns.CreateAsync(s.Write);
+        await netns.IpAsync("-n", netns.Name, "link", "add", "tap0_cs", "type", "veth", "peer", "name", "tap0_peer");
+        var id = s.NewId("badnic");
+
+        var r = await c.CtrAsync(Ctr.RunArgs(id, ["-d", "--with-ns", $"network:{netns.Path}"], "sleep", "1000"), Ctr.BootTimeout);
+        Assert.True(r.ExitCode != 0, $"ctr started a pod whose tap cannot be opened: {r}");
+        s.Write($"ctr said: {r.Stderr.Trim()}");
+        Assert.Contains("tap0_cs", r.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", r.Stderr, StringComparison.Ordinal);
+
+        await c.CtrAsync(["containers", "delete", id]);
+        Assert.DoesNotContain("ingress", await netns.TcAsync("qdisc", "show", "dev", "eth0"), StringComparison.Ordinal);
+        var links = await netns.IpAsync("-n", netns.Name, "-o", "link", "show");
+        Assert.DoesNotContain("cstpl", links, StringComparison.Ordinal);
+        await HostState.AssertNothingLeftAsync(c, id);
+    });
 }

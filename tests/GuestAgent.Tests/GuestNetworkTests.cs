@@ -24,6 +24,17 @@ public sealed class GuestNetworkTests
     }
 
     [Theory]
+    [InlineData("02:00:00:00:00:01", "02:c5:00:00:00", "invalid MAC address \"02:c5:00:00:00\"")]
+    [InlineData("02:00:00:00:00", "02:c5:00:00:00:00", "invalid MAC address \"02:00:00:00:00\"")]
+    public async Task A_restored_nic_with_a_bad_mac_is_an_invalid_argument(string mac, string current, string message)
+    {
+        var request = new Interface { Name = "eth0", HwAddr = mac, CurrentHwAddr = current, Mtu = 1500 };
+        var e = await Assert.ThrowsAsync<AgentException>(() => GuestNetwork.UpdateInterfaceAsync(request, CancellationToken.None));
+        Assert.Equal(TtrpcStatusCode.InvalidArgument, e.Code);
+        Assert.Equal(message, e.Message);
+    }
+
+    [Theory]
     [InlineData("default", "", "a default route needs a gateway")]
     [InlineData("10.0.0.0/33", "", "invalid route destination \"10.0.0.0/33\" (want CIDR or \"default\")")]
     [InlineData("10.0.0.0/8", "fd00::1", "route 10.0.0.0/8: gateway fd00::1 is of another address family")]

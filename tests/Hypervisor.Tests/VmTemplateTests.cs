@@ -124,6 +124,68 @@ public sealed class VmTemplateTests : IDisposable
     }
 
     [Fact]
+    public void A_template_is_made_per_nic_count_and_without_nics_keeps_its_old_key()
+    {
+        var config = Config();
+        var none = Key(config);
+        Assert.Equal(none.Value, VmTemplateKey.For(config, AcceleratorKind.Tcg, AgentTransportKind.VirtioSerial, nics: 0).Value);
+        Assert.DoesNotContain("nics", none.Description, StringComparison.Ordinal);
+        var one = VmTemplateKey.For(config, AcceleratorKind.Tcg, AgentTransportKind.VirtioSerial, nics: 1);
+        var two = VmTemplateKey.For(config, AcceleratorKind.Tcg, AgentTransportKind.VirtioSerial, nics: 2);
+        Assert.Equal(3, new[] { none.Value, one.Value, two.Value }.Distinct().Count());
+        Assert.Contains("nics 2\n", two.Description, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void The_template_vm_has_template_nics_and_a_restored_pod_has_its_own_taps_behind_the_template_macs()
+    {
+        var config = new HypervisorConfig { SharedFs = "none" };
+        var podNics = new[] { new VmNic("tap0_cs", "0a:58:0a:58:00:05"), new VmNic("tap1_cs", "0a:58:0a:59:00:07") };
+        var template = new VmSpec
+        {
+            SandboxId = "template-0123", WorkDirectory = dir.Combine("b"), Config = config, Nics = TemplateNics.ForTemplate(2),
+            Template = new VmTemplateBoot(dir.Combine("b", "memory"), null),
+        };
+        var pod = new VmSpec { SandboxId = "pod", WorkDirectory = dir.Combine("pod"), Config = config, Nics = podNics }
+            .WithTemplate(new VmTemplateBoot(dir.Combine("t", "memory"), dir.Combine("t", "state")));
+        var cold = new VmSpec { SandboxId = "pod", WorkDirectory = dir.Combine("pod"), Config = config, Nics = podNics };
+
+        var built = QemuCommandLine.Fragments(template, Tcg, guestCid: null).OfType<NicFragment>().ToArray();
+        var restored = QemuCommandLine.Fragments(pod, Tcg, guestCid: null).OfType<NicFragment>().ToArray();
+
+        Assert.Equal(
+            [new NicFragment(0, new VmNic("cstpl0", "02:c5:00:00:00:00")), new NicFragment(1, new VmNic("cstpl1", "02:c5:00:00:00:01"))],
+            built);
+        Assert.Equal(
+            [new NicFragment(0, new VmNic("tap0_cs", "02:c5:00:00:00:00")), new NicFragment(1, new VmNic("tap1_cs", "02:c5:00:00:00:01"))],
+            restored);
+        Assert.Equal(
+            [new NicFragment(0, podNics[0]), new NicFragment(1, podNics[1])],
+            QemuCommandLine.Fragments(cold, Tcg, guestCid: null).OfType<NicFragment>());
+        Assert.Equal(
+            ["-netdev", "tap,id=net1,ifname=tap1_cs,script=no,downscript=no", "-device", "virtio-net-pci,netdev=net1,mac=02:c5:00:00:00:01,romfile="],
+            restored[1].Args);
+    }
+
+    [Fact]
+    public void A_store_too_deep_for_unix_sockets_serves_no_template()
+    {
+        Assert.Null(QemuVm.StoreRefusal(new VmTemplateStore("/run/containerd-shim-csharp/.templates")));
+        var deep = "/" + string.Join('/', Enumerable.Repeat("deep-directory", 6));
+        Assert.Equal($"the template directory {deep} is too long for unix socket paths", QemuVm.StoreRefusal(new VmTemplateStore(deep)));
+    }
+
+    [Fact]
+    public void Templates_of_other_nic_counts_are_another_family_of_the_config_file()
+    {
+        var config = new HypervisorConfig { SourcePath = "/etc/qemu.json" };
+        var plain = new VmSpec { SandboxId = "sb", WorkDirectory = "/run/vm", Config = config };
+        var withNic = new VmSpec { SandboxId = "sb", WorkDirectory = "/run/vm", Config = config, Nics = [new VmNic("tap0", "02:00:00:00:00:01")] };
+        Assert.Equal("/etc/qemu.json", QemuVm.TemplateFamily(plain));
+        Assert.Equal("/etc/qemu.json (1 NICs)", QemuVm.TemplateFamily(withNic));
+    }
+
+    [Fact]
     public void A_missing_kernel_is_an_io_error_not_a_key()
     {
         var config = Config();
@@ -250,12 +312,18 @@ public sealed class VmTemplateTests : IDisposable
         var config = new HypervisorConfig { SharedFs = "virtio-9p" };
         Directory.CreateDirectory(dir.Combine("share"));
         var plain = new VmSpec { SandboxId = "sb", WorkDirectory = "/run/vm", Config = config, SharedDirectory = dir.Combine("share") };
-        var withNic = new VmSpec { SandboxId = "sb", WorkDirectory = "/run/vm", Config = config, SharedDirectory = dir.Combine("share"), Nics = [new VmNic("tap0", "02:00:00:00:00:01")] };
+        var withNic = new VmSpec
+        {
+            SandboxId = "sb", WorkDirectory = "/run/vm", Config = config, SharedDirectory = dir.Combine("share"), Nics = [new VmNic("tap0", "02:00:00:00:00:01")],
+            NetworkNamespace = "/var/run/netns/cni-1",
+        };
+        var nicOutsideANamespace = new VmSpec { SandboxId = "sb", WorkDirectory = "/run/vm", Config = config, SharedDirectory = dir.Combine("share"), Nics = withNic.Nics };
         var virtioFs = new VmSpec { SandboxId = "sb", WorkDirectory = "/run/vm", Config = new HypervisorConfig { SharedFs = "virtio-fs" }, SharedDirectory = dir.Combine("share") };
         var host = VmHost.Default;
 
         Assert.Null(QemuVm.TemplateRefusal(plain, Tcg, host));
-        Assert.Contains("network interfaces", QemuVm.TemplateRefusal(withNic, Tcg, host), StringComparison.Ordinal);
+        Assert.Null(QemuVm.TemplateRefusal(withNic, Tcg, host));
+        Assert.Contains("network namespace", QemuVm.TemplateRefusal(nicOutsideANamespace, Tcg, host), StringComparison.Ordinal);
         Assert.Contains("virtio-fs", QemuVm.TemplateRefusal(virtioFs, Tcg, host), StringComparison.Ordinal);
         Assert.Contains("vsock", QemuVm.TemplateRefusal(plain, Tcg with { Transport = AgentTransportKind.Vsock }, host), StringComparison.Ordinal);
         Assert.Contains("stand-in", QemuVm.TemplateRefusal(plain, Tcg, host with { StandIn = new KvmStandIn(false) }), StringComparison.Ordinal);

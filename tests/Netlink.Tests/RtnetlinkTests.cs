@@ -101,6 +101,34 @@ public sealed class RtnetlinkTests : IDisposable
     }
 
     [NetnsFact]
+    public void An_interface_takes_a_new_mac()
+    {
+        var mac = Netlink(r =>
+        {
+            var a0 = r.GetLinks().Single(l => l.Name == "a0").Index;
+            r.SetMac(a0, "0A:58:0a:58:00:05");
+            return r.GetLinks().Single(l => l.Index == a0).Mac;
+        });
+        Assert.Equal("0a:58:0a:58:00:05", mac);
+    }
+
+    [Theory]
+    [InlineData("02:c5:00:00:00:01", new byte[] { 2, 0xc5, 0, 0, 0, 1 })]
+    [InlineData("FF:ff:00:10:a0:0B", new byte[] { 0xff, 0xff, 0, 0x10, 0xa0, 0x0b })]
+    public void Macs_parse_to_their_six_bytes(string mac, byte[] bytes) => Assert.Equal(bytes, Rtnetlink.ParseMac(mac));
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("02:c5:00:00:00")]
+    [InlineData("02:c5:00:00:00:01:02")]
+    [InlineData("02:c5:00:00:00:1")]
+    [InlineData("02:c5:00:00:00:0g")]
+    [InlineData("02-c5-00-00-00-01")]
+    [InlineData("02:c5:00:00:00:+1")]
+    public void Malformed_macs_are_refused(string mac) =>
+        Assert.Equal($"invalid MAC address \"{mac}\"", Assert.Throws<NetlinkException>(() => Rtnetlink.ParseMac(mac)).Message);
+
+    [NetnsFact]
     public void Kernel_errors_name_the_request_and_the_errno()
     {
         var e = Assert.Throws<NetlinkException>(() => Netlink(r =>

@@ -56,9 +56,11 @@ internal static class QemuCommandLine
             fragments.Add(new VirtioFsShareFragment(paths.VirtiofsSocket, spec.ShareMountTag));
         }
 
-        for (var i = 0; i < spec.Nics.Count; i++)
+        // A restored guest has the template's NICs: the pod's taps, the template's MACs (the agent sets the pod's).
+        var nics = spec.Template is { Restores: true } ? Templates.TemplateNics.ForRestore(spec.Nics) : spec.Nics;
+        for (var i = 0; i < nics.Count; i++)
         {
-            fragments.Add(new NicFragment(i, spec.Nics[i]));
+            fragments.Add(new NicFragment(i, nics[i]));
         }
 
         if (config.FreePageReporting)

@@ -36,8 +36,11 @@ public sealed record VmTemplateKey
     /// Files are identified by path, size and modification time (cheap at every pod start; a rebuilt initrd, which
     /// holds the agent, or an upgraded QEMU gets a new key).</summary>
     /// <exception cref="IOException">A file the key names cannot be read.</exception>
-    public static VmTemplateKey For(HypervisorConfig config, AcceleratorKind accelerator, AgentTransportKind transport)
+    /// <param name="nics">The guest's virtio-net devices (a template is made per NIC count; 0 keeps the key a
+    /// template without NICs always had).</param>
+    public static VmTemplateKey For(HypervisorConfig config, AcceleratorKind accelerator, AgentTransportKind transport, int nics = 0)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(nics);
         ArgumentNullException.ThrowIfNull(config);
         var text = new StringBuilder();
         text.Append("format ").Append(FormatVersion).Append('\n');
@@ -48,6 +51,11 @@ public sealed record VmTemplateKey
         text.Append("initrd ").Append(string.IsNullOrEmpty(config.InitrdPath) ? "-" : Identify(config.InitrdPath)).Append('\n');
         text.Append("firmware ").Append(string.IsNullOrEmpty(config.Firmware) ? "-" : Identify(config.Firmware)).Append('\n');
         text.Append("config ").Append(ShapingConfig(config)).Append('\n');
+        if (nics > 0)
+        {
+            text.Append("nics ").Append(nics).Append('\n');
+        }
+
         var description = text.ToString();
         var hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(description)))[..32];
         return new VmTemplateKey(hash, description);

@@ -107,10 +107,17 @@ public sealed class PodNetwork
         });
     }
 
-    /// <summary>What the agent needs to give the guest NIC the interface's identity.</summary>
-    public static Interface ToAgent(PodInterface pod)
+    /// <summary>What the agent needs to give the guest NIC the interface's identity; <paramref name="guestMac"/> is
+    /// the MAC that NIC has now (a VM restored from a template has the template's).</summary>
+    public static Interface ToAgent(PodInterface pod, string? guestMac = null)
     {
+        ArgumentNullException.ThrowIfNull(pod);
         var result = new Interface { Name = pod.Name, HwAddr = pod.Mac, Mtu = pod.Mtu };
+        if (guestMac is not null && !string.Equals(guestMac, pod.Mac, StringComparison.OrdinalIgnoreCase))
+        {
+            result.CurrentHwAddr = guestMac;
+        }
+
         foreach (var a in pod.Addresses)
         {
             result.IpAddresses.Add(new ShimV2.Agent.Protocol.V1.IPAddress { Address = a.Address.ToString(), PrefixLength = (uint)a.PrefixLength });

@@ -119,6 +119,8 @@ public sealed partial class QemuSandbox : ISandbox
                     LogRestoredGuestSilent(logger, request.SandboxId, template.Key.Value, e.Message);
                     templates.Store.Discard(template);
                     templates = null;
+                    // Its taps went with it; the cold VM's are new interfaces, redirected afresh.
+                    Unwire(network, logger, request.SandboxId);
                     if (connection is not null)
                     {
                         await connection.DisposeAsync();
@@ -165,9 +167,10 @@ public sealed partial class QemuSandbox : ISandbox
                 boot.Token);
             if (network is { Interfaces.Count: > 0 })
             {
-                foreach (var pod in network.Interfaces)
+                var guestMacs = vm.GuestNicMacs;
+                for (var i = 0; i < network.Interfaces.Count; i++)
                 {
-                    await agent.UpdateInterfaceAsync(PodNetwork.ToAgent(pod), null, boot.Token);
+                    await agent.UpdateInterfaceAsync(PodNetwork.ToAgent(network.Interfaces[i], guestMacs[i]), null, boot.Token);
                 }
 
                 var routes = new ShimV2.Agent.Protocol.V1.UpdateRoutesRequest();

@@ -23,6 +23,22 @@ internal static class GuestNetwork
         }
 
         var mac = request.HwAddr.ToLowerInvariant();
+        // A NIC of a VM restored from a template still has the template's MAC; one given it already is found too
+        // (UpdateInterface may be repeated).
+        var current = request.CurrentHwAddr.ToLowerInvariant();
+        if (current.Length > 0)
+        {
+            try
+            {
+                Rtnetlink.ParseMac(mac);
+                Rtnetlink.ParseMac(current);
+            }
+            catch (NetlinkException e)
+            {
+                throw AgentException.InvalidArgument(e.Message);
+            }
+        }
+
         var addresses = request.IpAddresses.Select(a => (Address: ParseAddress(a.Address), Prefix: (int)a.PrefixLength)).ToList();
         foreach (var (address, prefix) in addresses)
         {
@@ -36,11 +52,18 @@ internal static class GuestNetwork
         var deadline = DateTime.UtcNow + DeviceWait;
         while (true)
         {
-            var link = Run(r => r.GetLinks()).FirstOrDefault(l => l.Mac == mac);
+            var links = Run(r => r.GetLinks());
+            var link = links.FirstOrDefault(l => l.Mac == mac) ?? (current.Length > 0 ? links.FirstOrDefault(l => l.Mac == current) : null);
             if (link != null)
             {
                 Run(r =>
                 {
+                    if (link.Mac != mac)
+                    {
+                        r.SetDown(link.Index);
+                        r.SetMac(link.Index, mac);
+                    }
+
                     if (link.Name != request.Name)
                     {
                         r.SetDown(link.Index);
@@ -60,7 +83,9 @@ internal static class GuestNetwork
 
             if (DateTime.UtcNow > deadline)
             {
-                throw AgentException.NotFound($"no network interface with MAC {request.HwAddr} in the guest");
+                throw AgentException.NotFound(current.Length > 0
+                    ? $"no network interface with MAC {request.HwAddr} or {request.CurrentHwAddr} in the guest"
+                    : $"no network interface with MAC {request.HwAddr} in the guest");
             }
 
             await Task.Delay(TimeSpan.FromMilliseconds(50), ct);
