@@ -1,4 +1,3 @@
-using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -49,7 +48,7 @@ public sealed record VmTemplateKey
         text.Append("firmware ").Append(string.IsNullOrEmpty(config.Firmware) ? "-" : Identify(config.Firmware)).Append('\n');
         text.Append("config ").Append(ShapingConfig(config)).Append('\n');
         var description = text.ToString();
-        var hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(description)))[..32];
+        var hash = Convert.ToHexStringLower(Sha256.HashData(Encoding.UTF8.GetBytes(description)))[..32];
         return new VmTemplateKey(hash, description);
     }
 
