@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -10,7 +9,7 @@ namespace ShimV2.Hypervisor;
 internal sealed record KvmVerdictKey(string BootId, string Kernel, string Qemu)
 {
     /// <summary>The file name for this key: a hash, so any path or boot id makes a safe name.</summary>
-    public string FileName => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes($"{BootId}\n{Kernel}\n{Qemu}")))[..32] + ".json";
+    public string FileName => Convert.ToHexStringLower(Sha256.HashData(Encoding.UTF8.GetBytes($"{BootId}\n{Kernel}\n{Qemu}")))[..32] + ".json";
 
     /// <summary>path, size and mtime: cheap to take at every pod start (no hashing of the kernel), and a
     /// replaced kernel or QEMU gets a fresh verdict.</summary>

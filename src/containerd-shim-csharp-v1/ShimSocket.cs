@@ -13,7 +13,7 @@ internal static class ShimSocket
     public static string PathFor(string containerdAddress, string ns, string groupId)
     {
         var joined = JoinClean(ShimFlags.StripUnix(containerdAddress), ns, groupId);
-        var hash = Convert.ToHexStringLower(ShimV2.Shim.Sha256.HashData(Encoding.UTF8.GetBytes(joined)));
+        var hash = Convert.ToHexStringLower(ShimV2.Hypervisor.Sha256.HashData(Encoding.UTF8.GetBytes(joined)));
         return Path.Combine(Environment.GetEnvironmentVariable("CSHARP_SHIM_SOCKET_DIR") ?? SocketDirectory, hash);
     }
 

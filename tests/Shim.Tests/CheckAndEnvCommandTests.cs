@@ -135,6 +135,37 @@ public sealed class CheckAndEnvCommandTests : IDisposable
         Assert.Matches($@"\nok   containerd   {containerd.Version.Replace(".", "\\.", StringComparison.Ordinal)} \(revision \S+\) on {containerd.Socket}\n", stdout);
     }
 
+    [Fact]
+    public async Task Check_says_why_when_what_listens_on_the_socket_is_not_containerd()
+    {
+        var socketPath = Path.Combine(_dir, "not-containerd.sock");
+        using var listener = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        listener.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(socketPath));
+        listener.Listen();
+        // An HTTP/1.1 server: it answers anything with a 400 and reads until the client goes.
+        var http1 = Task.Run(async () =>
+        {
+            using var peer = await listener.AcceptAsync();
+            await peer.SendAsync("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n"u8.ToArray());
+            try
+            {
+                while (await peer.ReceiveAsync(new byte[4096]) > 0)
+                {
+                }
+            }
+            catch (System.Net.Sockets.SocketException)
+            {
+                // The client resets the connection: it leaves the rest of the 400 unread.
+            }
+        });
+
+        var (_, stdout, stderr) = await RunAsync("check", "--config", Path.Combine(_dir, "missing.json"), "--containerd-address", socketPath);
+
+        await http1;
+        Assert.Equal("", stderr);
+        Assert.Contains($"\nwarn containerd   no containerd answers on {socketPath}: the peer sent a 4740180-byte HTTP/2 frame: not a gRPC server?\n", stdout, StringComparison.Ordinal);
+    }
+
     [BuiltConfigFact]
     public async Task Env_prints_the_effective_config_with_auto_resolved()
     {

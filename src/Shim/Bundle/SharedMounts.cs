@@ -1,7 +1,7 @@
-using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using ShimV2.Hypervisor;
 
 namespace ShimV2.Shim.Bundle;
 
@@ -77,7 +77,7 @@ public static class SharedMounts
                 // A volume with shared or slave propagation: every container of the pod binds the same guest
                 // directory, so a mount one of them makes under it reaches the others inside the VM (two shares
                 // of one host directory would be two unrelated mounts in the guest).
-                var key = Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes($"{source}\n{readOnly}")))[..16].ToLowerInvariant();
+                var key = Convert.ToHexString(Sha256.HashData(Encoding.UTF8.GetBytes($"{source}\n{readOnly}")))[..16].ToLowerInvariant();
                 var volume = $"{VolumesDirectory}/{key}-{name}";
                 shared.Add(new SharedMount(source, $"../{volume}", isDirectory, readOnly));
                 mount["source"] = $"{GuestShareRoot(guestContainerDirectory)}/{volume}";

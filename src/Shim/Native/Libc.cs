@@ -2,13 +2,14 @@ using System.Runtime.InteropServices;
 
 namespace ShimV2.Shim.Native;
 
-/// <summary>The few libc calls .NET has no API for: mounts and signals.</summary>
+/// <summary>The few libc calls .NET has no API for (mounts, signals), or whose .NET API costs too much here.</summary>
 internal static partial class Libc
 {
     public const int EINVAL = 22;
     public const int ENOENT = 2;
     public const int EBUSY = 16;
     public const int ESRCH = 3;
+    public const int EINTR = 4;
 
     public const ulong MS_RDONLY = 1;
     public const ulong MS_REMOUNT = 32;
@@ -44,6 +45,39 @@ internal static partial class Libc
 
     [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
     public static partial int Fcntl(int fd, int command, int argument);
+
+    [LibraryImport("libc", EntryPoint = "getrandom", SetLastError = true)]
+    private static unsafe partial nint GetRandomNative(byte* buffer, nuint length, uint flags);
+
+    /// <summary>
+    /// Bytes from the kernel's CSPRNG. <see cref="System.Security.Cryptography.RandomNumberGenerator"/> draws from
+    /// OpenSSL on Linux, and loading libssl and libcrypto for 64 bytes put 3.7 MiB into the daemon's resident set.
+    /// </summary>
+    public static unsafe byte[] RandomBytes(int count)
+    {
+        var bytes = new byte[count];
+        fixed (byte* buffer = bytes)
+        {
+            for (var done = 0; done < count;)
+            {
+                var n = GetRandomNative(buffer + done, (nuint)(count - done), 0);
+                if (n < 0)
+                {
+                    var errno = Marshal.GetLastPInvokeError();
+                    if (errno == EINTR)
+                    {
+                        continue;
+                    }
+
+                    throw new IOException($"getrandom: {Marshal.GetPInvokeErrorMessage(errno)}");
+                }
+
+                done += (int)n;
+            }
+        }
+
+        return bytes;
+    }
 
     public static void Mount(string source, string target, string? fstype, ulong flags, string? data)
     {

@@ -161,7 +161,7 @@ public sealed partial class QemuSandbox : ISandbox
                     ShareFstype = config.SharedFs == "virtio-fs" ? "virtiofs" : "9p",
                     ShareGuestPath = SandboxPaths.GuestSharePath,
                     HostTimeUnixNano = vm.RestoredFrom is null ? 0 : (DateTime.UtcNow - DateTime.UnixEpoch).Ticks * 100,
-                    Entropy = vm.RestoredFrom is null ? Google.Protobuf.ByteString.Empty : Google.Protobuf.ByteString.CopyFrom(System.Security.Cryptography.RandomNumberGenerator.GetBytes(64)),
+                    Entropy = vm.RestoredFrom is null ? Google.Protobuf.ByteString.Empty : Google.Protobuf.ByteString.CopyFrom(Libc.RandomBytes(64)),
                 },
                 null,
                 boot.Token);

@@ -2,8 +2,6 @@ using System.Net.Sockets;
 using Containerd.Services.Version.V1;
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
-using Grpc.Core;
-using Grpc.Net.Client;
 
 namespace ShimV2.Cli.Check;
 
@@ -12,38 +10,32 @@ internal static class ContainerdVersion
 {
     public const string DefaultSocket = "/run/containerd/containerd.sock";
 
-    private static readonly Method<Empty, VersionResponse> VersionMethod = new(
-        MethodType.Unary,
-        "containerd.services.version.v1.Version",
-        "Version",
-        Marshallers.Create(static (Empty m) => m.ToByteArray(), Empty.Parser.ParseFrom),
-        Marshallers.Create(static (VersionResponse m) => m.ToByteArray(), VersionResponse.Parser.ParseFrom));
-
-    /// <exception cref="RpcException">containerd did not answer (the status says why).</exception>
+    /// <exception cref="IOException">containerd did not answer (the message says why).</exception>
     public static async Task<VersionResponse> QueryAsync(string socketPath, TimeSpan timeout, CancellationToken ct)
     {
-        var handler = new SocketsHttpHandler
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        deadline.CancelAfter(timeout);
+        try
         {
-            ConnectCallback = async (_, token) =>
-            {
-                var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                try
-                {
-                    await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), token);
-                    return new NetworkStream(socket, ownsSocket: true);
-                }
-                catch
-                {
-                    socket.Dispose();
-                    throw;
-                }
-            },
-        };
-
-        // The authority is not used for routing: every request goes down the unix socket above.
-        using var channel = GrpcChannel.ForAddress("http://containerd", new GrpcChannelOptions { HttpHandler = handler, DisposeHttpClient = true });
-        var call = channel.CreateCallInvoker().AsyncUnaryCall(
-            VersionMethod, null, new CallOptions(deadline: DateTime.UtcNow + timeout, cancellationToken: ct), new Empty());
-        return await call.ResponseAsync;
+            var answer = await GrpcUnaryCall.CallAsync(
+                socketPath, "/containerd.services.version.v1.Version/Version", new Empty().ToByteArray(), deadline.Token);
+            return VersionResponse.Parser.ParseFrom(answer);
+        }
+        catch (SocketException e)
+        {
+            throw new IOException(e.Message, e);
+        }
+        catch (EndOfStreamException e)
+        {
+            throw new IOException("the connection closed before an answer", e);
+        }
+        catch (InvalidProtocolBufferException e)
+        {
+            throw new IOException($"the answer is not a version: {e.Message}", e);
+        }
+        catch (OperationCanceledException e) when (!ct.IsCancellationRequested)
+        {
+            throw new IOException($"no answer within {timeout.TotalSeconds:0} s", e);
+        }
     }
 }

@@ -1,5 +1,4 @@
 using System.Globalization;
-using Grpc.Core;
 using ShimV2.Hypervisor;
 
 namespace ShimV2.Cli.Check;
@@ -233,9 +232,9 @@ internal static class HostChecks
             var version = await ContainerdVersion.QueryAsync(socket, TimeSpan.FromSeconds(5), ct);
             return CheckItem.Ok("containerd", $"{version.Version} (revision {version.Revision}) on {socket}");
         }
-        catch (RpcException e)
+        catch (IOException e)
         {
-            return CheckItem.Warn("containerd", $"no containerd answers on {socket}: {e.Status.StatusCode}: {e.Status.Detail}");
+            return CheckItem.Warn("containerd", $"no containerd answers on {socket}: {e.Message}");
         }
     }
 }

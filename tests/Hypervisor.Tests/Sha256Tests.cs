@@ -1,6 +1,6 @@
 using System.Text;
 
-namespace ShimV2.Shim.Tests;
+namespace ShimV2.Hypervisor.Tests;
 
 public sealed class Sha256Tests
 {

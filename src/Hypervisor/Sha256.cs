@@ -1,12 +1,13 @@
 using System.Buffers.Binary;
 using System.Numerics;
 
-namespace ShimV2.Shim;
+namespace ShimV2.Hypervisor;
 
 /// <summary>
-/// SHA-256 (FIPS 180-4) in managed code, for the shim's socket name in `start`. .NET hashes through OpenSSL on
-/// Linux, and loading libssl and libcrypto (their relocations, openssl.cnf) was the largest cost of `start` after the
-/// runtime's own start-up; containerd waits for every `start`. Not for secrets or large inputs: one short name.
+/// SHA-256 (FIPS 180-4) in managed code, for the short names the shim derives from paths and keys (its socket in
+/// `start`, template and KVM-verdict file names, shared volume directories). .NET hashes through OpenSSL on Linux:
+/// loading libssl and libcrypto (their relocations, openssl.cnf) was the largest cost of `start` after the runtime's
+/// own start-up, and in the daemon their pages were 3.7 MiB of its resident set. Not for secrets or large inputs.
 /// </summary>
 public static class Sha256
 {
