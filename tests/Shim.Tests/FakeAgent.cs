@@ -155,9 +155,28 @@ internal sealed class FakeAgent(bool serveLogRecords = true) : AgentApi.AgentBas
 
     public override async Task<ReadStreamResponse> ReadStdout(ReadStreamRequest request, ServerCallContext context)
     {
+        // As the real agent: several reads are in flight at once, each answer names its offset in the stream, and the
+        // end of stream is an empty answer at the stream's length.
         var p = Get(request.ContainerId, request.ExecId);
-        var data = await p.Stdout.Reader.WaitToReadAsync(context.CancellationToken) && p.Stdout.Reader.TryRead(out var chunk) ? chunk : [];
-        return new ReadStreamResponse { Data = ByteString.CopyFrom(data) };
+        while (true)
+        {
+            lock (p)
+            {
+                if (p.Stdout.Reader.TryRead(out var chunk))
+                {
+                    var offset = p.StdoutOffset;
+                    p.StdoutOffset += chunk.Length;
+                    return new ReadStreamResponse { Data = ByteString.CopyFrom(chunk), Offset = (ulong)offset };
+                }
+
+                if (p.Stdout.Reader.Completion.IsCompleted)
+                {
+                    return new ReadStreamResponse { Offset = (ulong)p.StdoutOffset };
+                }
+            }
+
+            await p.Stdout.Reader.WaitToReadAsync(context.CancellationToken);
+        }
     }
 
     public override async Task<ReadStreamResponse> ReadStderr(ReadStreamRequest request, ServerCallContext context)
@@ -259,6 +278,9 @@ internal sealed class FakeAgent(bool serveLogRecords = true) : AgentApi.AgentBas
         public TaskCompletionSource<(uint Status, bool Oom)> Exit { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public Channel<byte[]> Stdout { get; } = Channel.CreateUnbounded<byte[]>();
+
+        /// <summary>Bytes of stdout handed out so far (under the process's lock).</summary>
+        public long StdoutOffset { get; set; }
 
         public MemoryStream Stdin { get; } = new();
 
