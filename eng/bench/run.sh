@@ -7,8 +7,9 @@
 #   1. `ctr run --rm IMAGE ID true`, wall time: median of N runs per runtime (after one warm-up run each).
 #   2. shim `start` latency: how long containerd's `<shim> ... start` invocation takes (containerd waits for it
 #      before it can create the task). A wrapper first on containerd's PATH times the real binary's `start`.
-#   3. memory while one `sleep` container runs: VmRSS of the shim daemon, of our pod's QEMU, and the pod's PSS (the
-#      shim and every process under it: QEMU for ours, the container for runc, runsc's sandbox and gofer).
+#   3. memory while one `sleep` container runs: VmRSS of the shim daemon (again after the stdio runs of 4), of our
+#      pod's QEMU, and the pod's PSS (the shim and every process under it: QEMU for ours, the container for runc,
+#      runsc's sandbox and gofer).
 #   4. stdio throughput in MiB/s: `ctr task exec ID cat` with M MiB in and out, and `head -c M MiB /dev/zero`
 #      (stdout only). Each figure includes the exec's own start-up.
 #   5. our boot timeline: the median of each phase the shim logs (`phase NAME at MS ms`) over the runs of 1.
@@ -177,7 +178,7 @@ stop_and_delete() { # ID
   tctr containers delete "$1" >/dev/null 2>&1 || true
 }
 
-declare -A RUN_MS START_US SHIM_RSS QEMU_RSS POD_PSS CAT_MIBS OUT_MIBS CRI_SB_MS CRI_CT_MS CRI_PSS NULL_MIBS PIPE_MIBS NOTES PHASE_MS COLD_PHASE_MS
+declare -A RUN_MS START_US SHIM_RSS SHIM_RSS_AFTER QEMU_RSS POD_PSS CAT_MIBS OUT_MIBS CRI_SB_MS CRI_CT_MS CRI_PSS NULL_MIBS PIPE_MIBS NOTES PHASE_MS COLD_PHASE_MS
 head -c "$((MIB * 1024 * 1024))" /dev/urandom >"$work/data"
 want_sum="$(sha256sum <"$work/data" | cut -d' ' -f1)"
 
@@ -250,6 +251,7 @@ for rt in $runtimes; do
   t0=$(now_ms)
   tctr tasks exec --exec-id pipe "$id" sh -c "head -c $((MIB * 1024 * 1024)) /dev/zero | cat >/dev/null" </dev/null >/dev/null
   PIPE_MIBS[$rt]="$(awk -v m="$MIB" -v ms="$(( $(now_ms) - t0 ))" 'BEGIN { printf "%.1f", m * 1000 / ms }')"
+  SHIM_RSS_AFTER[$rt]="$(rss_kib "$spid")"
   log "$rt: cat ${CAT_MIBS[$rt]}, head ${OUT_MIBS[$rt]}, head >/dev/null ${NULL_MIBS[$rt]}, head | cat >/dev/null ${PIPE_MIBS[$rt]} MiB/s"
 
   stop_and_delete "$id"
@@ -298,6 +300,7 @@ if has csharp-cold; then
 fi
 row "shim \`start\` invocation (median of $N)" fmt_us "$(v START_US csharp)" "$(v START_US runc)" "$(v START_US runsc)"
 row "shim daemon VmRSS, 1 pod" fmt_kib "$(v SHIM_RSS csharp)" "$(v SHIM_RSS runc)" "$(v SHIM_RSS runsc)"
+row "shim daemon VmRSS after the stdio rows below" fmt_kib "$(v SHIM_RSS_AFTER csharp)" "$(v SHIM_RSS_AFTER runc)" "$(v SHIM_RSS_AFTER runsc)"
 row "QEMU VmRSS, 1 idle pod" fmt_kib "$(v QEMU_RSS csharp)" "" ""
 if has csharp-cold; then
   row "QEMU VmRSS, 1 idle pod, VM booted (no template)" fmt_kib "$(v QEMU_RSS csharp-cold)" "" ""

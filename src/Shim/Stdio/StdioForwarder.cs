@@ -21,6 +21,9 @@ public sealed partial class StdioForwarder : IAsyncDisposable
 
     private const int StdinFirstChunk = 64 * 1024;
 
+    /// <summary>Bytes a process's streams move, in and out together, before their end gives memory back.</summary>
+    private const long TrimAfterBytes = 16L << 20;
+
     /// <summary>
     /// Reads per output stream, and stdin writes, in flight at once. One at a time leaves the channel idle for a
     /// round trip per chunk: the request queues behind the other direction's data, and over virtio-serial that
@@ -41,6 +44,8 @@ public sealed partial class StdioForwarder : IAsyncDisposable
     private readonly Lock _drainLock = new();
     private int _closeRequested;
     private bool _drainRequested;
+    private long _bytesMoved;
+    private int _loopsLeft;
 
     public StdioForwarder(StdioConfig config, IGuestStdio guest, ILogger logger, string name, TimeSpan? stdinCloseGrace = null)
     {
@@ -72,6 +77,7 @@ public sealed partial class StdioForwarder : IAsyncDisposable
             copies.Add(CopyOutAsync(_config.Stderr, _guest.ReadStderrAsync, "stderr"));
         }
 
+        _loopsLeft = copies.Count + (_config.HasStdin ? 1 : 0);
         _output = Task.WhenAll(copies);
         if (_config.HasStdin)
         {
@@ -167,6 +173,7 @@ public sealed partial class StdioForwarder : IAsyncDisposable
                 while (early.Remove(written, out var data))
                 {
                     written += data.Length;
+                    Interlocked.Add(ref _bytesMoved, data.Length);
                     if (fifo is null)
                     {
                         continue;
@@ -234,6 +241,21 @@ public sealed partial class StdioForwarder : IAsyncDisposable
             {
                 await fifo.DisposeAsync();
             }
+
+            LoopEnded();
+        }
+    }
+
+    /// <summary>
+    /// After a large transfer the daemon would keep the heap it grew for it (the 1 MiB chunks are large objects,
+    /// collected only with gen2, and the freed regions stay committed) for as long as the pod idles: a pod's shim
+    /// is long-lived and mostly idle, so the memory is handed back once the process's streams are done.
+    /// </summary>
+    private void LoopEnded()
+    {
+        if (Interlocked.Decrement(ref _loopsLeft) == 0 && Interlocked.Read(ref _bytesMoved) >= TrimAfterBytes)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(static _ => GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true), null);
         }
     }
 
@@ -282,6 +304,7 @@ public sealed partial class StdioForwarder : IAsyncDisposable
                     streaming = n == buffers[current].Length;
                     inFlight.Enqueue(_guest.WriteStdinAsync(buffers[current].AsMemory(0, n), offset, _stop.Token));
                     offset += n;
+                    Interlocked.Add(ref _bytesMoved, n);
                     current = (current + 1) % Window;
                 }
 
@@ -315,6 +338,7 @@ public sealed partial class StdioForwarder : IAsyncDisposable
         finally
         {
             _stdinDone.TrySetResult();
+            LoopEnded();
         }
     }
 
