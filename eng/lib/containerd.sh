@@ -19,6 +19,7 @@
 #   import_busybox [REF]        # builds the busybox OCI tarball (cached) and imports it; REF defaults to
 #                               # docker.io/library/busybox:csharp
 #   containerd_restart          # SIGTERM to containerd, then the same containerd again on the same dirs (shims live on)
+#   containerd_halt / containerd_relaunch  # the two halves of a restart, for an outage of a chosen length
 #   containerd_stop             # kills containerd, leftover shims and QEMUs, unmounts, removes CTRD_DIR
 #   containerd_reap_stale       # cleans up private containerds whose owner died (killed test host, ^C'd demo)
 #
@@ -105,12 +106,13 @@ containerd_start() {
   _containerd_launch "$containerd" "$path"
 }
 
-# _containerd_launch BINARY PATH: starts containerd on $CTRD_DIR's config, appending to $CTRD_LOG, records
-# CTRD_PID, and returns once `ctr version` answers.
+# _containerd_launch BINARY PATH [ARG...]: starts containerd on $CTRD_DIR's config (and ARGs), appending to
+# $CTRD_LOG, records CTRD_PID, and returns once `ctr version` answers.
 _containerd_launch() {
   local containerd="$1" path="$2"
+  shift 2
   # setsid: containerd gets its own session, so a terminal's ^C reaches only us and our trap cleans up.
-  PATH="$path" setsid "$containerd" --config "$CTRD_DIR/config.toml" >>"$CTRD_LOG" 2>&1 </dev/null &
+  PATH="$path" setsid "$containerd" --config "$CTRD_DIR/config.toml" "$@" >>"$CTRD_LOG" 2>&1 </dev/null &
   CTRD_PID=$!
   export CTRD_PID
   echo "$CTRD_PID" >"$CTRD_DIR/containerd.pid"
@@ -132,11 +134,13 @@ _containerd_launch() {
 # node's `systemctl restart containerd`) and starts it again on the same config, root, state and log; prints the
 # new pid. Needs CTRD_DIR, CTRD_SOCK, CTRD_PID and CTRD_CTR (or CTRD_DIR/ctr).
 containerd_restart() {
-  [[ -n "${CTRD_DIR:-}" && -f "$CTRD_DIR/launch" ]] || die "containerd_restart: no private containerd in CTRD_DIR=${CTRD_DIR:-}"
-  [[ -n "${CTRD_CTR:-}" ]] || CTRD_CTR="$CTRD_DIR/ctr"
-  CTRD_LOG="${CTRD_LOG:-$CTRD_DIR/containerd.log}"
-  local containerd path
-  { read -r containerd; read -r path; } <"$CTRD_DIR/launch"
+  containerd_halt && containerd_relaunch
+}
+
+# containerd_halt: the first half of a restart: SIGTERM to containerd and wait until it is gone (SIGKILL after
+# 10 s). Its shims live on and find no containerd until containerd_relaunch (an outage of any length).
+containerd_halt() {
+  [[ -n "${CTRD_DIR:-}" && -f "$CTRD_DIR/launch" ]] || die "containerd_halt: no private containerd in CTRD_DIR=${CTRD_DIR:-}"
   if [[ -n "${CTRD_PID:-}" ]] && kill -0 "$CTRD_PID" 2>/dev/null; then
     kill -TERM "$CTRD_PID"
     local deadline=$(( $(now_ms) + 10000 ))
@@ -145,7 +149,18 @@ containerd_restart() {
       sleep 0.05
     done
   fi
-  _containerd_launch "$containerd" "$path"
+}
+
+# containerd_relaunch: the second half: the same containerd again on the same config, root, state and log; prints
+# the new pid as CTRD_PID=N. CTRD_RELAUNCH_LOG_LEVEL: this run's log level instead of the config's (e.g. trace,
+# where containerd 1.7 and 2.x log each event a shim forwards).
+containerd_relaunch() {
+  [[ -n "${CTRD_DIR:-}" && -f "$CTRD_DIR/launch" ]] || die "containerd_relaunch: no private containerd in CTRD_DIR=${CTRD_DIR:-}"
+  [[ -n "${CTRD_CTR:-}" ]] || CTRD_CTR="$CTRD_DIR/ctr"
+  CTRD_LOG="${CTRD_LOG:-$CTRD_DIR/containerd.log}"
+  local containerd path
+  { read -r containerd; read -r path; } <"$CTRD_DIR/launch"
+  _containerd_launch "$containerd" "$path" ${CTRD_RELAUNCH_LOG_LEVEL:+--log-level "$CTRD_RELAUNCH_LOG_LEVEL"}
   echo "CTRD_PID=$CTRD_PID"
 }
 

@@ -1,3 +1,7 @@
+using System.Diagnostics;
+using System.Globalization;
+using Containerd.Task.V2;
+
 namespace ShimV2.EndToEnd.Tests;
 
 /// <summary>
@@ -131,5 +135,111 @@ public sealed class ContainerdRestartTests(ContainerdFixture fixture, ITestOutpu
         await c.CtrOkAsync(["containers", "delete", id]);
         await HostState.AssertNothingLeftAsync(c, id);
         await HostCounts.SettleAtAsync(c, before with { ContainerdFds = int.MaxValue }, TimeSpan.FromSeconds(30));
+    });
+
+    /// <summary>
+    /// containerd away for more than 30 s (stopped, as while `systemctl restart containerd` hangs or it crash-loops)
+    /// while a container is OOM-killed: the shim holds the TaskOOM and the TaskExit it could not send, and once
+    /// containerd is back it forwards both, once each, the OOM first.
+    /// </summary>
+    [VmFact]
+    [Trait("containerd", "all")]
+    public Task Events_of_an_outage_longer_than_30s_reach_containerd_when_it_returns() => Scenario.RunAsync(fixture, output, async s =>
+    {
+        var c = s.Containerd;
+        var id = s.NewId("ctrdaway");
+        var gate = Path.Combine(c.Directory, $"{id}-gate");
+        Directory.CreateDirectory(gate);
+        try
+        {
+            // The container waits for the host's word, then allocates 256 MiB under a 32 MiB limit: an OOM kill.
+            await c.CtrOkAsync(
+                Ctr.RunArgs(
+                    id,
+                    ["-d", "--memory-limit", (32L * 1024 * 1024).ToString(CultureInfo.InvariantCulture), "--mount", $"type=bind,src={gate},dst=/gate,options=rbind:rw"],
+                    "sh", "-c", "until [ -e /gate/go ]; do sleep 0.1; done; dd if=/dev/zero of=/dev/null bs=256M count=1"),
+                Ctr.BootTimeout);
+            Assert.Equal("RUNNING", (await c.TaskStatusAsync(id)).Status);
+
+            await c.HaltAsync();
+            var away = Stopwatch.StartNew();
+            s.Write("containerd stopped; the container is told to allocate");
+            await File.WriteAllTextAsync(Path.Combine(gate, "go"), "");
+
+            // The shim (asked on its own socket) has seen the exit while containerd is still away.
+            await using (var shim = await ShimClient.ConnectAsync(c, id))
+            {
+                var state = await Eventually.GetAsync(
+                    async () =>
+                    {
+                        var st = await shim.CallAsync<StateRequest, StateResponse>("State", new StateRequest { Id = id });
+                        return (st.Status == Containerd.V1.Types.Status.Stopped, st);
+                    },
+                    Ctr.EventTimeout,
+                    st => $"the shim still reports {id} {st.Status}");
+                Assert.Equal(137u, state.ExitStatus);
+            }
+
+            Assert.False(c.IsRunning, "containerd came back by itself: the outage is not ours to time");
+
+            // The outage is the scenario: it lasts 30 s from the halt whatever the exit took.
+            var rest = TimeSpan.FromSeconds(31) - away.Elapsed;
+            if (rest > TimeSpan.Zero)
+            {
+                await Task.Delay(rest);
+            }
+
+            s.Write($"containerd away for {away.Elapsed.TotalSeconds:0.0} s; starting it again");
+            var back = c.LogLength();
+
+            // At trace, every containerd version logs each event a shim forwards to it (1.6 already at debug).
+            await c.RelaunchAsync(logLevel: "trace");
+            static bool Forwarded(string line, string topic) =>
+                line.Contains("event forwarded", StringComparison.Ordinal) && line.Contains($"topic={topic} ", StringComparison.Ordinal);
+            var lines = await Eventually.GetAsync(
+                () =>
+                {
+                    var log = c.LogSince(back, int.MaxValue).Split('\n');
+                    return Task.FromResult((log.Any(l => Forwarded(l, "/tasks/exit")), log));
+                },
+                Ctr.EventTimeout,
+                log => $"containerd was not forwarded /tasks/exit after it came back; its log since:\n{string.Join('\n', log.Where(l => !l.Contains("level=trace", StringComparison.Ordinal)).TakeLast(80))}");
+            // Line numbers since the relaunch: the log only grows.
+            List<int> At(string[] log, string topic) => log.Select((l, i) => (l, i)).Where(x => Forwarded(x.l, topic)).Select(x => x.i).ToList();
+            var (oom, exit) = (At(lines, "/tasks/oom"), At(lines, "/tasks/exit"));
+            s.Write($"forwarded after the outage: /tasks/oom at log lines [{string.Join(", ", oom)}], /tasks/exit at [{string.Join(", ", exit)}]");
+            Assert.Single(exit);
+            Assert.True(oom.Count == 1 && oom[0] < exit[0], $"expected one /tasks/oom before the /tasks/exit; /tasks/oom at [{string.Join(", ", oom)}], /tasks/exit at {exit[0]}");
+
+            // containerd 1.6 keeps the stopped task; 1.7 and 2.x delete a shim's task that lists no process as they
+            // load it ("cleaning leaked shim process"): then its /tasks/delete comes after the exit.
+            var task = await Eventually.GetAsync(
+                async () =>
+                {
+                    var st = (await c.TaskStatusAsync(id)).Status;
+                    var deleted = At(c.LogSince(back, int.MaxValue).Split('\n'), "/tasks/delete");
+                    return (st == "STOPPED" || (st is null && deleted.Count > 0), (st, deleted));
+                },
+                Ctr.EventTimeout,
+                r => $"after the outage {id} is {r.st ?? "gone"}, /tasks/delete forwarded at [{string.Join(", ", r.deleted)}]");
+            if (task.st == "STOPPED")
+            {
+                await c.CtrOkAsync(["tasks", "delete", id]);
+            }
+            else
+            {
+                Assert.True(task.deleted.Count == 1 && task.deleted[0] > exit[0], $"/tasks/delete at [{string.Join(", ", task.deleted)}], /tasks/exit at {exit[0]}");
+            }
+
+            await c.CtrOkAsync(["containers", "delete", id]);
+            await HostState.AssertNothingLeftAsync(c, id);
+
+            // Back to the collection's log level.
+            await c.RestartAsync();
+        }
+        finally
+        {
+            Directory.Delete(gate, recursive: true);
+        }
     });
 }

@@ -125,18 +125,53 @@ public sealed class PrivateContainerd
     /// <summary>Restarts this containerd as a node's `systemctl restart containerd` does: SIGTERM (its shims and their
     /// VMs live on), then the same binary on the same config, root, state and log (eng/lib/containerd.sh's
     /// containerd_restart). Returns once the new one answers.</summary>
-    public async Task RestartAsync()
+    public Task RestartAsync() => RunLifecycleAsync("containerd_restart");
+
+    /// <summary>The first half of <see cref="RestartAsync"/>: containerd stopped (SIGTERM) and gone; its shims live on
+    /// without it until <see cref="RelaunchAsync"/>.</summary>
+    public Task HaltAsync() => RunLifecycleAsync("containerd_halt");
+
+    /// <summary>The second half of <see cref="RestartAsync"/>: the same containerd again (at <paramref name="logLevel"/>
+    /// instead of the config's when given); returns once it answers.</summary>
+    public Task RelaunchAsync(string? logLevel = null) =>
+        RunLifecycleAsync(logLevel is null ? "containerd_relaunch" : $"CTRD_RELAUNCH_LOG_LEVEL={logLevel} containerd_relaunch");
+
+    /// <summary>Whether this containerd's process is alive.</summary>
+    public bool IsRunning
+    {
+        get
+        {
+            try
+            {
+                return File.ReadAllLines($"/proc/{Pid}/status").First(l => l.StartsWith("State:", StringComparison.Ordinal)) is var state
+                    && !state.Contains('Z', StringComparison.Ordinal);
+            }
+            catch (IOException)
+            {
+                return false;
+            }
+        }
+    }
+
+    private async Task RunLifecycleAsync(string function)
     {
         var r = await HostProcess.RunAsync(
             "bash",
-            ["-c", "source \"$1\" && CTRD_DIR=\"$2\" CTRD_SOCK=\"$3\" CTRD_PID=\"$4\" CTRD_CTR=\"$5\" containerd_restart", "bash",
+            ["-c", $"source \"$1\" && CTRD_DIR=\"$2\" CTRD_SOCK=\"$3\" CTRD_PID=\"$4\" CTRD_CTR=\"$5\" {function}", "bash",
                 E2EEnvironment.ContainerdLibrary, Directory, Socket, Pid.ToString(CultureInfo.InvariantCulture), CtrPath],
             TimeSpan.FromMinutes(1),
             log: Log);
+        Assert.True(r.ExitCode == 0, $"{function} failed: {r}");
+        if (function.EndsWith("containerd_halt", StringComparison.Ordinal))
+        {
+            Log?.Invoke($"containerd {Pid} halted");
+            return;
+        }
+
         var pid = r.Stdout.Split('\n').Select(l => l.Trim()).FirstOrDefault(l => l.StartsWith("CTRD_PID=", StringComparison.Ordinal));
-        Assert.True(r.ExitCode == 0 && pid is not null, $"containerd_restart failed: {r}");
+        Assert.True(pid is not null, $"{function} printed no CTRD_PID: {r}");
         Pid = int.Parse(pid!["CTRD_PID=".Length..], CultureInfo.InvariantCulture);
-        Log?.Invoke($"containerd restarted, pid {Pid}");
+        Log?.Invoke($"containerd started again, pid {Pid}");
     }
 
     /// <summary>Length of containerd's log now (shim log lines included): a scenario's log starts here.</summary>
