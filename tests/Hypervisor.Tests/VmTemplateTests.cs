@@ -266,16 +266,54 @@ public sealed class VmTemplateTests : IDisposable
     public void Publishing_removes_older_templates_of_the_same_config_file_only()
     {
         var store = new VmTemplateStore(dir.Combine("templates"));
-        var old = Publish(store, Key(Config()), "/etc/a.json");
-        var other = Publish(store, VmTemplateKey.For(Config(), AcceleratorKind.Kvm, AgentTransportKind.VirtioSerial), "/etc/b.json");
+        var (a, b) = (ConfigFile("a.json"), ConfigFile("b.json"));
+        var old = Publish(store, Key(Config()), a);
+        var other = Publish(store, VmTemplateKey.For(Config(), AcceleratorKind.Kvm, AgentTransportKind.VirtioSerial), b);
+        var otherNics = Publish(store, VmTemplateKey.For(Config(), AcceleratorKind.Kvm, AgentTransportKind.Vsock), $"{a} (1 NICs)");
         var changed = Config();
         changed.MemoryMiB = 1024;
 
-        var current = Publish(store, Key(changed), "/etc/a.json");
+        var current = Publish(store, Key(changed), a);
 
         Assert.False(Directory.Exists(old.Directory));
         Assert.True(Directory.Exists(other.Directory));
+        Assert.True(Directory.Exists(otherNics.Directory));
         Assert.True(Directory.Exists(current.Directory));
+    }
+
+    [Fact]
+    public void Publishing_removes_the_templates_of_config_files_that_are_gone()
+    {
+        var store = new VmTemplateStore(dir.Combine("templates"));
+        var (kept, removed) = (ConfigFile("kept.json"), ConfigFile("removed.json"));
+        var ofRemoved = Publish(store, VmTemplateKey.For(Config(), AcceleratorKind.Kvm, AgentTransportKind.VirtioSerial), removed);
+        var ofRemovedWithNics = Publish(store, VmTemplateKey.For(Config(), AcceleratorKind.Kvm, AgentTransportKind.Vsock), $"{removed} (2 NICs)");
+        var noFile = Publish(store, VmTemplateKey.For(Config(), AcceleratorKind.Tcg, AgentTransportKind.Vsock), null);
+        File.Delete(removed);
+
+        var current = Publish(store, Key(Config()), kept);
+
+        Assert.False(Directory.Exists(ofRemoved.Directory));
+        Assert.False(Directory.Exists(ofRemovedWithNics.Directory));
+        Assert.True(Directory.Exists(noFile.Directory));
+        Assert.True(Directory.Exists(current.Directory));
+    }
+
+    [Theory]
+    [InlineData("", false)]
+    [InlineData("relative.json", false)]
+    [InlineData("/nonexistent/qemu.json", true)]
+    [InlineData("/nonexistent/qemu.json (1 NICs)", true)]
+    [InlineData("/proc/self/status", false)]
+    [InlineData("/proc/self/status (3 NICs)", false)]
+    public void A_template_source_names_a_gone_config_file_only_when_its_path_is_absent(string source, bool gone) =>
+        Assert.Equal(gone, VmTemplateStore.ConfigFileGone(source));
+
+    private string ConfigFile(string name)
+    {
+        var path = dir.Combine(name);
+        File.WriteAllText(path, "{}");
+        return path;
     }
 
     [Fact]

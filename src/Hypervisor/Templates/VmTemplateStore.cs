@@ -16,8 +16,9 @@ public sealed record VmTemplate(VmTemplateKey Key, string Directory)
 /// The templates of one host: &lt;directory&gt;/&lt;key&gt;/{memory,state,key.txt}, owner-only. A template is built in a
 /// private temporary directory by the one process holding &lt;key&gt;.lock (flock, so a crashed builder's lock goes with
 /// it) and published with one rename, so a reader sees a complete template or none. Templates of other keys made
-/// from the same config file are removed when a new one is published (the kernel, initrd or QEMU changed); a pod
-/// still running from one keeps its mapping of the deleted file.
+/// from the same config file are removed when a new one is published (the kernel, initrd or QEMU changed), and so
+/// are those whose config file is gone (a removed RuntimeClass config, a test's temporary one: each holds 60-100 MiB
+/// of disk); a pod still running from one keeps its mapping of the deleted file.
 /// </summary>
 public sealed class VmTemplateStore
 {
@@ -137,14 +138,10 @@ public sealed class VmTemplateStore
         return new VmTemplate(build.Key, target);
     }
 
-    /// <summary>Removes the templates of other keys made from <paramref name="configSource"/> that nobody is building.</summary>
+    /// <summary>Removes the templates of other keys made from <paramref name="configSource"/>, and those whose config file
+    /// no longer exists, that nobody is building.</summary>
     internal void RemoveOthersOf(string? configSource, string keep)
     {
-        if (string.IsNullOrEmpty(configSource))
-        {
-            return;
-        }
-
         foreach (var dir in System.IO.Directory.EnumerateDirectories(Directory))
         {
             var name = Path.GetFileName(dir);
@@ -163,7 +160,8 @@ public sealed class VmTemplateStore
                 continue;
             }
 
-            if (source != configSource)
+            var replaced = !string.IsNullOrEmpty(configSource) && source == configSource;
+            if (!replaced && !ConfigFileGone(source))
             {
                 continue;
             }
@@ -175,6 +173,20 @@ public sealed class VmTemplateStore
                 TryDelete(LockPath(name));
             }
         }
+    }
+
+    /// <summary>Whether a template's recorded source ("&lt;config path&gt;" or "&lt;config path&gt; (N NICs)") names a
+    /// config file that is no longer there; a template with no recorded file is kept.</summary>
+    internal static bool ConfigFileGone(string source)
+    {
+        if (string.IsNullOrEmpty(source))
+        {
+            return false;
+        }
+
+        var nics = source.LastIndexOf(" (", StringComparison.Ordinal);
+        var path = nics > 0 && source.EndsWith(" NICs)", StringComparison.Ordinal) ? source[..nics] : source;
+        return Path.IsPathFullyQualified(path) && !File.Exists(path);
     }
 
     /// <summary>Build directories whose builder process is gone (it crashed or was killed mid-build).</summary>
