@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The leak soak of issue 10: the cycle tests at full counts (100 create/delete cycles through ctr, with 100 execs in
-# the last pod, and 20 pods through CRI) against containerd 1.6, then the leak report they wrote. Each pod boots a VM
-# (6-13 s under TCG): the full soak takes 15-30 min. Run it under the heavy lock on a shared machine:
+# the last pod, and 20 pods through CRI) against containerd 1.6, then the leak report they wrote. Each pod restores a
+# VM from its template (about 2 s under TCG; 6-13 s when it boots): the full soak takes about 6 min (15-30 min with
+# useTemplate off). Run it under the heavy lock on a shared machine:
 #   flock /tmp/shimv2-heavy.lock eng/soak.sh
 # usage: eng/soak.sh [--no-build]    counts: E2E_CYCLES_CTR (100), E2E_CYCLES_EXEC (100), E2E_CYCLES_CRI (20)
 set -euo pipefail
