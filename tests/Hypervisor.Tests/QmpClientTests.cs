@@ -275,6 +275,19 @@ public sealed class QmpClientTests : IDisposable
         Assert.Equal(new QmpMemorySizeSummary(536870912, 134217728), Read(new QueryMemorySizeSummary(), """{"base-memory": 536870912, "plugged-memory": 134217728}"""));
     }
 
+    [Fact]
+    public void Query_migrate_reads_its_status_and_refuses_other_shapes_clearly()
+    {
+        Assert.Equal(new QmpMigrationInfo("completed", null), Read(new QueryMigrate(), """{"status": "completed", "total-time": 12}"""));
+        Assert.Equal(new QmpMigrationInfo("failed", "Unable to write"), Read(new QueryMigrate(), """{"status": "failed", "error-desc": "Unable to write"}"""));
+        Assert.Equal(new QmpMigrationInfo("none", null), Read(new QueryMigrate(), "{}"));
+        foreach (var odd in new[] { "[]", "3", "\"completed\"", """{"status": 1}""", """{"status": "failed", "error-desc": {}}""" })
+        {
+            var e = Assert.Throws<HypervisorException>(() => Read(new QueryMigrate(), odd));
+            Assert.StartsWith("qmp query-migrate: ", e.Message, StringComparison.Ordinal);
+        }
+    }
+
     private static string Encode<T>(QmpCommand<T> command) => Encoding.UTF8.GetString(QmpClient.Encode(command, 7));
 
     private static T Read<T>(QmpCommand<T> command, string json)

@@ -55,9 +55,20 @@ public sealed record QueryMigrate : QmpCommand<QmpMigrationInfo>
 {
     public override string Name => "query-migrate";
 
-    internal override QmpMigrationInfo ReadResult(JsonElement result) => new(
-        result.TryGetProperty("status", out var s) ? s.GetString() ?? "none" : "none",
-        result.TryGetProperty("error-desc", out var e) ? e.GetString() : null);
+    /// <exception cref="HypervisorException">The return value is not an object, or a member is not a string.</exception>
+    internal override QmpMigrationInfo ReadResult(JsonElement result)
+    {
+        if (result.ValueKind != JsonValueKind.Object)
+        {
+            throw new HypervisorException($"qmp query-migrate: unexpected return value: {result.ValueKind}, not an object");
+        }
+
+        return new(Text(result, "status") ?? "none", Text(result, "error-desc"));
+    }
+
+    private static string? Text(JsonElement result, string name) => !result.TryGetProperty(name, out var value) ? null
+        : value.ValueKind == JsonValueKind.String ? value.GetString()
+        : throw new HypervisorException($"qmp query-migrate: \"{name}\" is {value.ValueKind}, not a string");
 }
 
 /// <summary>What query-migrate says.</summary>

@@ -16,6 +16,7 @@ internal static class QmpTargets
         r => new QueryCpusFast().ReadResult(r),
         r => new QueryMemoryDevices().ReadResult(r),
         r => new QueryMemorySizeSummary().ReadResult(r),
+        r => new QueryMigrate().ReadResult(r),
     ];
 
     public static void Messages(ReadOnlySpan<byte> data)

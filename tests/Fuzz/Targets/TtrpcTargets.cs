@@ -1,7 +1,9 @@
 using Google.Protobuf;
+using Grpc.Core;
 using ShimV2.Agent.Protocol.V1;
 using ShimV2.GuestAgent.Stdio;
 using ShimV2.Ttrpc;
+using AgentApi = ShimV2.Agent.Protocol.V1.Agent;
 
 namespace ShimV2.Fuzz;
 
@@ -13,18 +15,13 @@ internal static class TtrpcTargets
 {
     public const string AgentService = "csharp.agent.v1.Agent";
 
-    // The agent's own service descriptor, with handlers that parse as the agent does (WriteStdin's own parser
-    // included) and answer at once: what is fuzzed is the server, not the agent.
+    // The agent's service bound as the agent binds it (the generated base through TtrpcServiceBinder, WriteStdin read
+    // by the agent's own parser), with an implementation that answers at once: what is fuzzed is the server and the
+    // binding, not the agent. The methods it does not override answer the generated base's Unimplemented.
     private static readonly TtrpcServer AgentServer = new([
-        TtrpcServiceDefinition.Create(AgentReflection.Descriptor.Services.Single(s => s.Name == "Agent"))
-            .AddUnary<CheckRequest, CheckResponse>("Check", (_, _) => Task.FromResult(new CheckResponse { AgentVersion = "fuzz" }))
-            .AddUnary<WriteStreamRequest, WriteStreamResponse>("WriteStdin", WriteStreamParser.Parse,
-                (r, _) => Task.FromResult(new WriteStreamResponse { Len = (uint)r.Data.Length }))
-            .AddUnary<ReadStreamRequest, ReadStreamResponse>("ReadStdout", (r, _) => Task.FromResult(new ReadStreamResponse
-            {
-                Data = ByteString.CopyFromUtf8(r.ContainerId),
-            }))
-            .Build(),
+        new TtrpcServiceBinder()
+            .ParseWith(WriteStreamParser.Parse)
+            .Bind(binder => AgentApi.BindService(binder, new ImmediateAgent())),
     ]);
 
     /// <summary>The server reads the input as one connection until its end; it must never fail doing so.</summary>
@@ -37,7 +34,8 @@ internal static class TtrpcTargets
         var client = new TtrpcClient(new ReplayStream(data.ToArray(), afterFirstWrite: true));
         try
         {
-            client.CallAsync<CheckRequest, CheckResponse>(AgentService, "Check", new CheckRequest()).GetAwaiter().GetResult();
+            // As the shim calls the agent: the generated client over TtrpcCallInvoker.
+            new AgentApi.AgentClient(new TtrpcCallInvoker(client)).CheckAsync(new CheckRequest()).ResponseAsync.GetAwaiter().GetResult();
         }
         catch (TtrpcException)
         {
@@ -47,5 +45,17 @@ internal static class TtrpcTargets
         {
             client.DisposeAsync().AsTask().GetAwaiter().GetResult();
         }
+    }
+
+    private sealed class ImmediateAgent : AgentApi.AgentBase
+    {
+        public override Task<CheckResponse> Check(CheckRequest request, ServerCallContext context) =>
+            Task.FromResult(new CheckResponse { AgentVersion = "fuzz" });
+
+        public override Task<WriteStreamResponse> WriteStdin(WriteStreamRequest request, ServerCallContext context) =>
+            Task.FromResult(new WriteStreamResponse { Len = (uint)request.Data.Length });
+
+        public override Task<ReadStreamResponse> ReadStdout(ReadStreamRequest request, ServerCallContext context) =>
+            Task.FromResult(new ReadStreamResponse { Data = ByteString.CopyFromUtf8(request.ContainerId), Offset = request.Len });
     }
 }
