@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using Containerd.Events;
 using Containerd.Task.V2;
 using Google.Protobuf;
@@ -12,14 +11,15 @@ using ShimV2.Shim.Processes;
 using ShimV2.Shim.Sandbox;
 using ShimV2.Shim.Stdio;
 using ShimV2.Shim.Timeline;
-using ShimV2.Hypervisor;
-using ShimV2.Ttrpc;
 
 namespace ShimV2.Shim.Tasks;
 
 /// <summary>
-/// containerd's task semantics over one pod VM: processes, their state machines, stdio and the event order
-/// create → start → exit → delete (exec-added → exec-started → exit; an init's exit after its execs').
+/// containerd's task API over one pod (<see cref="Pod"/>: its VM, containers and their host resources): each call
+/// looks up the container or process, asks it to do the step (the process checks its own state under its own lock:
+/// <see cref="ShimProcess"/>) and publishes what the step means to containerd. Event order (create → start → exit →
+/// delete; exec-added → exec-started → exit; an init's exit after its execs') is kept by the processes and the one
+/// ordered publisher.
 /// </summary>
 public sealed partial class TaskService : IAsyncDisposable
 {
@@ -27,32 +27,26 @@ public sealed partial class TaskService : IAsyncDisposable
     public const string DefaultConfigPath = "/etc/containerd-shim-csharp/qemu.json";
 
     private readonly ShimContext _context;
-    private readonly ISandboxLauncher _launcher;
-    private readonly IRootfsMounter _mounter;
     private readonly IEventSink _events;
     private readonly ILogger _logger;
-    private readonly ConcurrentDictionary<string, Container> _containers = new(StringComparer.Ordinal);
-    private readonly SemaphoreSlim _lifecycle = new(1, 1);
     private readonly TaskCompletionSource _shutdown = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly SandboxSlot _sandbox;
+    private readonly Pod _pod;
 
     public TaskService(ShimContext context, ISandboxLauncher launcher, IRootfsMounter mounter, IEventSink events, ILoggerFactory loggerFactory)
     {
         _context = context;
-        _launcher = launcher;
-        _mounter = mounter;
         _events = events;
         _logger = loggerFactory.CreateLogger<TaskService>();
-        _sandbox = new SandboxSlot(_logger);
+        _pod = new Pod(launcher, mounter, events, _logger);
     }
 
     /// <summary>Completes when the shim should exit: Shutdown with no container left.</summary>
     public Task ShutdownRequested => _shutdown.Task;
 
-    public int ContainerCount => _containers.Count;
+    public int ContainerCount => _pod.ContainerCount;
 
     /// <summary>The pod VM's state (none, booting, ready, stopping, dead).</summary>
-    public SandboxState SandboxState => _sandbox.State;
+    public SandboxState SandboxState => _pod.State;
 
     public async Task<CreateTaskResponse> CreateAsync(CreateTaskRequest request, CancellationToken cancellationToken)
     {
@@ -71,71 +65,19 @@ public sealed partial class TaskService : IAsyncDisposable
             throw Errors.FailedPrecondition(refusal);
         }
 
-        var sandboxId = spec.SandboxId(request.Id);
-        var configPath = RuntimeOptions.FromAny(request.Options).ConfigPath ?? _context.DefaultConfigPath ?? DefaultConfigPath;
-
-        await _lifecycle.WaitAsync(cancellationToken);
+        var creation = new ContainerCreation(
+            request.Id,
+            request.Bundle,
+            request.Rootfs,
+            spec,
+            spec.SandboxId(request.Id),
+            RuntimeOptions.FromAny(request.Options).ConfigPath ?? _context.DefaultConfigPath ?? DefaultConfigPath,
+            new StdioConfig(request.Stdin, request.Stdout, request.Stderr, request.Terminal),
+            requestedAt);
         try
         {
-            if (_containers.ContainsKey(request.Id))
+            var container = await _pod.CreateContainerAsync(creation, (container, init) =>
             {
-                throw Errors.AlreadyExists($"task {request.Id} already exists");
-            }
-
-            if (_sandbox.Current is { } running && running.Id != sandboxId)
-            {
-                throw Errors.FailedPrecondition($"this shim serves sandbox {running.Id}, not {sandboxId}");
-            }
-
-            var launchedHere = false;
-            if (_sandbox.State == SandboxState.None)
-            {
-                var sandboxTimeline = BootTimeline.ForSandbox(sandboxId, _logger, requestedAt);
-                await _sandbox.LaunchAsync(() => _launcher.LaunchAsync(
-                    new SandboxLaunchRequest(
-                        sandboxId, configPath, spec.Hostname ?? sandboxId, spec.NetworkNamespace, spec.IsSandbox(request.Id) ? spec.CgroupsPath : null, sandboxTimeline),
-                    cancellationToken));
-                launchedHere = true;
-                _ = ForwardOomEventsAsync(_sandbox.RequireReady("forward OOM events"));
-            }
-
-            var sandbox = _sandbox.RequireReady($"create container {request.Id}");
-            var rootfs = sandbox.Paths.ContainerRootfs(request.Id);
-            try
-            {
-                _mounter.Mount(request.Rootfs, Path.Combine(request.Bundle, "rootfs"), rootfs);
-                var (specJson, binds) = SharedMounts.Rewrite(spec.Json, SandboxPaths.GuestContainerDirectory(request.Id));
-                foreach (var bind in binds)
-                {
-                    // ShareRelativePath is ours ("mounts/0-x", "../volumes/<key>-x"): resolved lexically here, so the
-                    // mount guard, which refuses ".." in what it walks, sees the real place in the share.
-                    _mounter.Bind(
-                        bind.HostSource,
-                        Path.GetFullPath(Path.Combine(sandbox.Paths.ContainerShareDirectory(request.Id), bind.ShareRelativePath)),
-                        bind.IsDirectory,
-                        bind.ReadOnly);
-                }
-
-                var needs = SandboxSize.FromSpec(specJson);
-                await GrowAsync(sandbox, needs, cancellationToken);
-                var stdio = new StdioConfig(request.Stdin, request.Stdout, request.Stderr, request.Terminal);
-                var created = await AgentCalls.RunAsync($"create container {request.Id}", () => sandbox.Agent.CreateContainerAsync(
-                    new CreateContainerRequest
-                    {
-                        ContainerId = request.Id,
-                        OciSpecJson = ByteString.CopyFrom(specJson),
-                        RootfsGuestPath = SandboxPaths.GuestRootfs(request.Id),
-                        Terminal = request.Terminal,
-                        Stdin = stdio.HasStdin,
-                        Stdout = stdio.HasStdout,
-                        Stderr = stdio.HasStderr,
-                    },
-                    null,
-                    cancellationToken));
-
-                var container = new Container(request.Id, request.Bundle, spec, rootfs) { Needs = needs, Timeline = BootTimeline.ForContainer(request.Id, _logger, requestedAt) };
-                var init = InitProcess.Attach(container, stdio, (uint)sandbox.Pid, created.Pid, Environment(sandbox));
-                _containers[request.Id] = container;
                 _events.Publish(EventTopics.TaskCreate, new TaskCreate
                 {
                     ContainerId = request.Id,
@@ -145,23 +87,12 @@ public sealed partial class TaskService : IAsyncDisposable
                     Checkpoint = request.Checkpoint,
                     Pid = init.Pid,
                 });
-                LogCreated(_logger, request.Id, sandboxId, created.Pid);
-                container.Timeline.Mark(BootPhase.Created);
-                return new CreateTaskResponse { Pid = init.Pid };
-            }
-            catch
-            {
-                _containers.TryRemove(request.Id, out _);
-                TryUnmount(rootfs, sandbox.Paths.ContainerShareDirectory(request.Id));
-                if (launchedHere || _containers.IsEmpty)
-                {
-                    await _sandbox.StopAsync();
-                }
-
-                throw;
-            }
+                LogCreated(_logger, request.Id, creation.SandboxId, init.GuestPid);
+                container.Timeline?.Mark(BootPhase.Created);
+            }, cancellationToken);
+            return new CreateTaskResponse { Pid = container.Init.Pid };
         }
-        catch (Exception) when (cancellationToken.IsCancellationRequested && _containers.IsEmpty)
+        catch (Exception) when (cancellationToken.IsCancellationRequested && _pod.IsEmpty)
         {
             // containerd gave up on this Create (it went away, e.g. restarted, or the call's deadline passed) and the
             // shim serves nothing else. No one will send it Delete or Shutdown: a restarted containerd reconnects to
@@ -170,16 +101,12 @@ public sealed partial class TaskService : IAsyncDisposable
             _shutdown.TrySetResult();
             throw;
         }
-        finally
-        {
-            _lifecycle.Release();
-        }
     }
 
     public async Task<StartResponse> StartAsync(StartRequest request, CancellationToken cancellationToken)
     {
         var process = Get(request.Id).Process(request.ExecId);
-        _sandbox.RequireReady(process.IsInit ? $"start container {request.Id}" : $"start exec {request.ExecId} in container {request.Id}");
+        _pod.RequireReady(process.IsInit ? $"start container {request.Id}" : $"start exec {request.ExecId} in container {request.Id}");
 
         var pid = await process.StartAsync(cancellationToken);
         if (process.IsInit)
@@ -235,43 +162,16 @@ public sealed partial class TaskService : IAsyncDisposable
     public async Task<Containerd.Task.V2.DeleteResponse> DeleteAsync(DeleteRequest request, CancellationToken cancellationToken)
     {
         var container = Get(request.Id);
-        if (container.Process(request.ExecId) is ExecProcess exec)
-        {
-            return await exec.DeleteAsync(cancellationToken);
-        }
-
-        await _lifecycle.WaitAsync(cancellationToken);
-        try
-        {
-            var response = await container.Init.DeleteAsync(cancellationToken);
-            var sandbox = _sandbox.Current;
-            if (sandbox is not null)
-            {
-                TryUnmount(container.RootfsOnHost, sandbox.Paths.ContainerShareDirectory(request.Id));
-            }
-
-            _containers.TryRemove(request.Id, out _);
-            LogDeleted(_logger, request.Id);
-
-            // The pod's VM goes with its sandbox container, or with the last container.
-            if (request.Id == sandbox?.Id || _containers.IsEmpty)
-            {
-                await _sandbox.StopAsync();
-            }
-
-            return response;
-        }
-        finally
-        {
-            _lifecycle.Release();
-        }
+        return container.Process(request.ExecId) is ExecProcess exec
+            ? await exec.DeleteAsync(cancellationToken)
+            : await _pod.DeleteContainerAsync(container, cancellationToken);
     }
 
     public Task<Empty> ExecAsync(Containerd.Task.V2.ExecProcessRequest request)
     {
         var container = Get(request.Id);
         ValidateId(request.ExecId);
-        var sandbox = _sandbox.RequireReady($"exec {request.ExecId} in container {request.Id}");
+        var sandbox = _pod.RequireReady($"exec {request.ExecId} in container {request.Id}");
         if (container.Init.State is not (ProcessStateKind.Running or ProcessStateKind.Paused or ProcessStateKind.Created))
         {
             throw Errors.FailedPrecondition($"cannot exec in a {container.Init.State.ToString().ToLowerInvariant()} task");
@@ -279,7 +179,7 @@ public sealed partial class TaskService : IAsyncDisposable
 
         var spec = request.Spec?.Value.ToByteArray() ?? throw Errors.InvalidArgument("exec needs a process spec");
         var stdio = new StdioConfig(request.Stdin, request.Stdout, request.Stderr, request.Terminal);
-        var exec = new ExecProcess(container, request.ExecId, stdio, container.Init.Pid, spec, Environment(sandbox));
+        var exec = new ExecProcess(container, request.ExecId, stdio, container.Init.Pid, spec, _pod.Environment(sandbox));
         if (!container.Execs.TryAdd(request.ExecId, exec))
         {
             throw Errors.AlreadyExists($"id {request.ExecId}: already exists");
@@ -293,7 +193,7 @@ public sealed partial class TaskService : IAsyncDisposable
     {
         Get(request.Id);
         var doing = $"list the processes of container {request.Id}";
-        var agent = _sandbox.RequireReady(doing).Agent;
+        var agent = _pod.RequireReady(doing).Agent;
         var list = await AgentCalls.RunAsync(doing, () => agent.ListProcessesAsync(new ContainerRequest { ContainerId = request.Id }, null, cancellationToken));
         var response = new PidsResponse();
         foreach (var p in list.Processes)
@@ -345,17 +245,7 @@ public sealed partial class TaskService : IAsyncDisposable
     {
         var container = Get(request.Id);
         var resources = request.Resources?.Value ?? throw Errors.InvalidArgument("update needs resources");
-        var sandbox = _sandbox.RequireReady($"update container {request.Id}");
-        container.Init.CheckUpdate();
-        var needs = SandboxSize.FromResources(resources.Span);
-        if (needs.Vcpus > container.Needs.Vcpus || needs.MemoryMiB > container.Needs.MemoryMiB)
-        {
-            // Grow first, so the raised limit has somewhere to go; a VM never shrinks.
-            container.Needs = new SandboxSize(Math.Max(needs.Vcpus, container.Needs.Vcpus), Math.Max(needs.MemoryMiB, container.Needs.MemoryMiB));
-            await GrowAsync(sandbox, default, cancellationToken);
-        }
-
-        await container.Init.UpdateAsync(resources.Memory, cancellationToken);
+        await _pod.UpdateAsync(container, resources.Memory, cancellationToken);
         return new Empty();
     }
 
@@ -369,7 +259,7 @@ public sealed partial class TaskService : IAsyncDisposable
     {
         Get(request.Id);
         var doing = $"read the stats of container {request.Id}";
-        var agent = _sandbox.RequireReady(doing).Agent;
+        var agent = _pod.RequireReady(doing).Agent;
         var stats = await AgentCalls.RunAsync(doing, () => agent.StatsContainerAsync(new ContainerRequest { ContainerId = request.Id }, null, cancellationToken));
         return new StatsResponse { Stats = CgroupMetrics.ToAny(stats) };
     }
@@ -377,7 +267,7 @@ public sealed partial class TaskService : IAsyncDisposable
     /// <summary>Never blocks: containerd calls it while other calls are in flight.</summary>
     public Task<ConnectResponse> ConnectAsync(ConnectRequest request)
     {
-        var sandbox = _sandbox.Current;
+        var sandbox = _pod.Current;
         return Task.FromResult(new ConnectResponse
         {
             ShimPid = (uint)System.Environment.ProcessId,
@@ -388,9 +278,9 @@ public sealed partial class TaskService : IAsyncDisposable
 
     public Task<Empty> ShutdownAsync(ShutdownRequest request)
     {
-        if (request.Now || _containers.IsEmpty)
+        if (request.Now || _pod.IsEmpty)
         {
-            LogShutdown(_logger, _containers.Count);
+            LogShutdown(_logger, _pod.ContainerCount);
             _shutdown.TrySetResult();
         }
 
@@ -398,98 +288,9 @@ public sealed partial class TaskService : IAsyncDisposable
     }
 
     /// <summary>Tears everything down: the shim is exiting (SIGTERM, or nobody connected).</summary>
-    public async ValueTask DisposeAsync()
-    {
-        // After a Create that is still booting the VM: the boot is bounded, and its VM must go too.
-        await _lifecycle.WaitAsync();
-        try
-        {
-            foreach (var container in _containers.Values)
-            {
-                foreach (var process in container.Execs.Values.Cast<ShimProcess>().Append(container.Init))
-                {
-                    if (process.Io is not null)
-                    {
-                        await process.Io.DisposeAsync();
-                    }
-                }
+    public ValueTask DisposeAsync() => _pod.DisposeAsync();
 
-                TryUnmount(container.RootfsOnHost, Path.GetDirectoryName(container.RootfsOnHost)!);
-            }
-
-            _containers.Clear();
-            await _sandbox.StopAsync();
-        }
-        finally
-        {
-            _lifecycle.Release();
-        }
-    }
-
-    /// <summary>
-    /// Forwards the agent's OOM events as they happen (the guest queues one per cgroup OOM), so CRI records
-    /// OOMKilled even when the exit races the event; the exit watcher sends one only if none went out.
-    /// </summary>
-    private async Task ForwardOomEventsAsync(ISandbox sandbox)
-    {
-        try
-        {
-            while (true)
-            {
-                var oom = await sandbox.Agent.GetOomEventAsync(new GetOomEventRequest(), null, CancellationToken.None);
-                if (_containers.TryGetValue(oom.ContainerId, out var container) && container.Init.State is not (ProcessStateKind.Stopped or ProcessStateKind.Deleted))
-                {
-                    container.OomFromQueue(() =>
-                    {
-                        _events.Publish(EventTopics.TaskOom, new TaskOOM { ContainerId = oom.ContainerId });
-                        LogOom(_logger, oom.ContainerId);
-                    });
-                }
-            }
-        }
-        catch (Exception e) when (e is TtrpcException or ObjectDisposedException or IOException)
-        {
-            // The agent connection ended with the VM.
-            LogOomForwardingEnded(_logger, sandbox.Id, e.Message);
-        }
-    }
-
-    /// <summary>Sizes the VM as Kata does: its boot size plus every container's limits (and <paramref name="extra"/>
-    /// for one not registered yet). Hotplug failing is logged, not fatal: the guest cgroups still hold the limits.</summary>
-    private async Task GrowAsync(ISandbox sandbox, SandboxSize extra, CancellationToken cancellationToken)
-    {
-        var wanted = _containers.Values.Aggregate(sandbox.BootSize + extra, (size, c) => size + c.Needs);
-        if (wanted.Vcpus <= sandbox.Size.Vcpus && wanted.MemoryMiB <= sandbox.Size.MemoryMiB)
-        {
-            return;
-        }
-
-        try
-        {
-            await sandbox.GrowAsync(wanted, cancellationToken);
-        }
-        catch (Exception e) when (e is HypervisorException or TtrpcException)
-        {
-            LogGrowFailed(_logger, sandbox.Id, wanted.Vcpus, wanted.MemoryMiB, e.Message);
-        }
-    }
-
-    private ProcessEnvironment Environment(ISandbox sandbox) => new(sandbox, _events, _logger);
-
-    private void TryUnmount(string rootfs, string shareDirectory)
-    {
-        try
-        {
-            _mounter.Unmount(rootfs);
-            _mounter.RemoveTree(shareDirectory);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            LogUnmountFailed(_logger, rootfs, e.Message);
-        }
-    }
-
-    private Container Get(string id) => _containers.TryGetValue(id, out var c) ? c : throw Errors.TaskNotFound(id);
+    private Container Get(string id) => _pod.Get(id);
 
     private static Containerd.V1.Types.Status ToStatus(ProcessStateKind state) => state switch
     {
@@ -511,21 +312,6 @@ public sealed partial class TaskService : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "task {Id} created in sandbox {SandboxId}, guest pid {GuestPid}")]
     private static partial void LogCreated(ILogger logger, string id, string sandboxId, uint guestPid);
-
-    [LoggerMessage(Level = LogLevel.Information, Message = "task {Id} deleted")]
-    private static partial void LogDeleted(ILogger logger, string id);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "container {Id}: out of memory (TaskOOM published)")]
-    private static partial void LogOom(ILogger logger, string id);
-
-    [LoggerMessage(Level = LogLevel.Debug, Message = "sandbox {SandboxId}: OOM event forwarding ended: {Reason}")]
-    private static partial void LogOomForwardingEnded(ILogger logger, string sandboxId, string reason);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "cannot unmount {Path}: {Reason}")]
-    private static partial void LogUnmountFailed(ILogger logger, string path, string reason);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "sandbox {SandboxId}: could not grow the VM to {Vcpus} vCPUs / {MemoryMiB} MiB: {Reason}")]
-    private static partial void LogGrowFailed(ILogger logger, string sandboxId, int vcpus, int memoryMiB, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "the create of {Id} was cancelled by its caller and this shim holds no other container: shutting down")]
     private static partial void LogCreateCancelled(ILogger logger, string id);
