@@ -19,11 +19,20 @@ internal static partial class Program
     /// <summary>How long the host gets to close its connection after DestroySandbox before the VM powers off.</summary>
     private static readonly TimeSpan DisconnectGrace = TimeSpan.FromSeconds(2);
 
+    /// <summary>Pool threads made on demand without the pool's starvation delay (threads cost their stack only once
+    /// made; the agent rarely blocks more than a few at once).</summary>
+    private const int MinPoolThreads = 16;
+
     private static StderrLoggerProvider? s_logProvider;
     private static ILogger? s_logger;
 
     public static int Main()
     {
+        // A pod's VM often has one vCPU, so the thread pool starts with one thread and adds another only after about
+        // half a second of starvation. The agent blocks pool threads in reads (the host connection while idle, a
+        // starting process's sync pipe, stdin), so without spare threads a container's Start waited 0.5-1 s for one.
+        ThreadPool.GetMinThreads(out var workers, out var completionPorts);
+        ThreadPool.SetMinThreads(Math.Max(workers, MinPoolThreads), completionPorts);
         var debug = Environment.GetEnvironmentVariable("CSHARP_AGENT_DEBUG") == "1";
         s_logProvider = new StderrLoggerProvider(debug ? LogLevel.Debug : LogLevel.Information);
         // Warnings and errors also wait in a queue for the host (GetLogRecords): the console dies with the pod.
