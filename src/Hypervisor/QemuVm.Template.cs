@@ -215,8 +215,7 @@ public sealed partial class QemuVm
 
     /// <summary>What a published template replaces (see <see cref="VmTemplateStore.RemoveOthersOf"/>): the older
     /// templates of its config file with as many NICs, not those of other NIC counts, which pods still use.</summary>
-    internal static string? TemplateFamily(VmSpec spec) =>
-        spec.Nics.Count == 0 || spec.Config.SourcePath is null ? spec.Config.SourcePath : $"{spec.Config.SourcePath} ({spec.Nics.Count} NICs)";
+    internal static string? TemplateFamily(VmSpec spec) => VmTemplateStore.Family(spec.Config.SourcePath, spec.Nics.Count);
 
     /// <summary>The MAC each of the spec's NICs has in the guest now: the template's in a restored VM (the agent is
     /// to give it the pod's), the pod's own after a cold boot.</summary>

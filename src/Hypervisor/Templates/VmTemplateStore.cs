@@ -175,8 +175,13 @@ public sealed class VmTemplateStore
         }
     }
 
-    /// <summary>Whether a template's recorded source ("&lt;config path&gt;" or "&lt;config path&gt; (N NICs)") names a
-    /// config file that is no longer there; a template with no recorded file is kept.</summary>
+    /// <summary>The family a template is recorded under (its config-source file): the config file's path, with its NIC
+    /// count when it has NICs ("&lt;path&gt; (N NICs)"); null without a config file.</summary>
+    internal static string? Family(string? configPath, int nics) =>
+        nics == 0 || configPath is null ? configPath : $"{configPath} ({nics}{NicsSuffix}";
+
+    /// <summary>Whether a template's recorded family (<see cref="Family"/>) names a config file that is no longer
+    /// there; a template with no recorded file is kept.</summary>
     internal static bool ConfigFileGone(string source)
     {
         if (string.IsNullOrEmpty(source))
@@ -185,9 +190,11 @@ public sealed class VmTemplateStore
         }
 
         var nics = source.LastIndexOf(" (", StringComparison.Ordinal);
-        var path = nics > 0 && source.EndsWith(" NICs)", StringComparison.Ordinal) ? source[..nics] : source;
+        var path = nics > 0 && source.EndsWith(NicsSuffix, StringComparison.Ordinal) ? source[..nics] : source;
         return Path.IsPathFullyQualified(path) && !File.Exists(path);
     }
+
+    private const string NicsSuffix = " NICs)";
 
     /// <summary>Build directories whose builder process is gone (it crashed or was killed mid-build).</summary>
     internal void RemoveAbandonedBuilds()

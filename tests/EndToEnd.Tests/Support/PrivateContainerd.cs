@@ -125,16 +125,16 @@ public sealed class PrivateContainerd
     /// <summary>Restarts this containerd as a node's `systemctl restart containerd` does: SIGTERM (its shims and their
     /// VMs live on), then the same binary on the same config, root, state and log (eng/lib/containerd.sh's
     /// containerd_restart). Returns once the new one answers.</summary>
-    public Task RestartAsync() => RunLifecycleAsync("containerd_restart");
+    public Task RestartAsync() => RunLifecycleAsync("containerd_restart", started: true);
 
     /// <summary>The first half of <see cref="RestartAsync"/>: containerd stopped (SIGTERM) and gone; its shims live on
     /// without it until <see cref="RelaunchAsync"/>.</summary>
-    public Task HaltAsync() => RunLifecycleAsync("containerd_halt");
+    public Task HaltAsync() => RunLifecycleAsync("containerd_halt", started: false);
 
     /// <summary>The second half of <see cref="RestartAsync"/>: the same containerd again (at <paramref name="logLevel"/>
     /// instead of the config's when given); returns once it answers.</summary>
     public Task RelaunchAsync(string? logLevel = null) =>
-        RunLifecycleAsync(logLevel is null ? "containerd_relaunch" : $"CTRD_RELAUNCH_LOG_LEVEL={logLevel} containerd_relaunch");
+        RunLifecycleAsync("containerd_relaunch", started: true, logLevel);
 
     /// <summary>Whether this containerd's process is alive.</summary>
     public bool IsRunning
@@ -153,16 +153,18 @@ public sealed class PrivateContainerd
         }
     }
 
-    private async Task RunLifecycleAsync(string function)
+    /// <summary>Runs one of containerd.sh's lifecycle functions on this containerd; when it <paramref name="started"/>
+    /// one, takes the new pid it printed.</summary>
+    private async Task RunLifecycleAsync(string function, bool started, string? logLevel = null)
     {
         var r = await HostProcess.RunAsync(
             "bash",
-            ["-c", $"source \"$1\" && CTRD_DIR=\"$2\" CTRD_SOCK=\"$3\" CTRD_PID=\"$4\" CTRD_CTR=\"$5\" {function}", "bash",
-                E2EEnvironment.ContainerdLibrary, Directory, Socket, Pid.ToString(CultureInfo.InvariantCulture), CtrPath],
+            ["-c", $"source \"$1\" && CTRD_DIR=\"$2\" CTRD_SOCK=\"$3\" CTRD_PID=\"$4\" CTRD_CTR=\"$5\" CTRD_RELAUNCH_LOG_LEVEL=\"$6\" {function}", "bash",
+                E2EEnvironment.ContainerdLibrary, Directory, Socket, Pid.ToString(CultureInfo.InvariantCulture), CtrPath, logLevel ?? ""],
             TimeSpan.FromMinutes(1),
             log: Log);
         Assert.True(r.ExitCode == 0, $"{function} failed: {r}");
-        if (function.EndsWith("containerd_halt", StringComparison.Ordinal))
+        if (!started)
         {
             Log?.Invoke($"containerd {Pid} halted");
             return;
